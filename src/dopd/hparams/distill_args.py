@@ -1,0 +1,43 @@
+"""Arguments of the DOPD objective (see ../distill and docs/objective.md)."""
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+
+@dataclass
+class DistillArguments:
+    distill_top_k: int = field(default=128, metadata={"help": "K of the top-K reverse KL (K >= vocab: full vocabulary)."})
+    beta_l: float = field(default=0.6, metadata={"help": "Weight of the HS and LH regimes (paper: 0.6)."})
+    beta_w: float = field(default=0.3, metadata={"help": "Weight of the LL regime (paper: 0.3)."})
+    trim_fraction: float = field(
+        default=0.05,
+        metadata={"help": "Fraction of the largest values dropped before each batch mean used as a routing threshold."},
+    )
+    distill_temperature: float = field(default=1.0, metadata={"help": "Temperature of the distributions in the divergences."})
+    loss_aggregation: str = field(
+        default="sequence",
+        metadata={"help": "sequence: mean over sequences of each sequence's token mean; token: global token mean."},
+    )
+    topk_support: str = field(default="student", metadata={"help": "Whose top-K entries: student | target."})
+    topk_renormalize: bool = field(default=True, metadata={"help": "Renormalise both distributions on the top-K support."})
+    teacher_sees_privileged: bool = field(
+        default=True,
+        metadata={"help": "Whether the teacher scores x+p (true) or x (false). vanilla_opd in the paper's main baseline: false."},
+    )
+    routing_scope: str = field(
+        default="local",
+        metadata={"help": "Batch statistics for routing: local (per micro-batch) | global (all-gathered across ranks)."},
+    )
+    loss_chunk_size: int = field(
+        default=1024,
+        metadata={"help": "Tokens per chunk of the hidden-state loss path (lm_head applied per chunk); 0 = logits path."},
+    )
+    prune_mode: Optional[str] = field(
+        default=None,
+        metadata={"help": "Token-pruning probe: drop tokens from the loss by gap A: top | bottom | random (None: off)."},
+    )
+    prune_fraction: float = field(default=0.2, metadata={"help": "Fraction of tokens the pruning probe drops."})
+    max_nonfinite_steps: int = field(
+        default=3,
+        metadata={"help": "Stop the run after this many consecutive steps with a non-finite loss (each is skipped)."},
+    )

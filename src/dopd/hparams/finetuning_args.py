@@ -1,0 +1,36 @@
+"""Which method runs (`stage`) and which parameters train."""
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+
+@dataclass
+class FinetuningArguments:
+    stage: str = field(
+        default="dopd",
+        metadata={"help": "Method: dopd | vanilla_opd | opsd | uniform_dual | the ablation presets "
+                          "(see docs/objective.md) | sft."},
+    )
+    finetuning_type: str = field(
+        default="full",
+        metadata={"help": "full | freeze | lora."},
+    )
+    freeze_vision_tower: bool = field(
+        default=True,
+        metadata={"help": "VLMs: keep the vision tower frozen (full and freeze)."},
+    )
+    freeze_multi_modal_projector: bool = field(
+        default=True,
+        metadata={"help": "VLMs: keep the vision-language projector frozen (full and freeze)."},
+    )
+    freeze_trainable_layers: int = field(
+        default=2,
+        metadata={"help": "finetuning_type=freeze: train only the last N language-model layers (negative: the first N)."},
+    )
+    lora_rank: int = field(default=8, metadata={"help": "LoRA rank."})
+    lora_alpha: Optional[int] = field(default=None, metadata={"help": "LoRA alpha (default: 2 * lora_rank)."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
+    lora_target: str = field(
+        default="all",
+        metadata={"help": "LoRA target modules: `all` (the language model's linear layers) or a comma-separated list."},
+    )

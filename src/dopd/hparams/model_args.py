@@ -1,0 +1,56 @@
+"""Arguments for the student and the teacher models."""
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: Optional[str] = field(
+        default=None,
+        metadata={"help": "The student: a local folder or a hub id (the model being trained and deployed)."},
+    )
+    teacher_model_name_or_path: Optional[str] = field(
+        default=None,
+        metadata={"help": "The privileged teacher: a local folder or a hub id. Frozen during training."},
+    )
+    adapter_name_or_path: Optional[str] = field(
+        default=None,
+        metadata={"help": "A LoRA adapter folder to start from (resume LoRA training or export it)."},
+    )
+    torch_dtype: str = field(
+        default="auto",
+        metadata={"help": "Student weights dtype: auto | bfloat16 | float16 | float32."},
+    )
+    teacher_torch_dtype: Optional[str] = field(
+        default=None,
+        metadata={"help": "Teacher weights dtype (auto | bfloat16 | float16 | float32); defaults to torch_dtype."},
+    )
+    attn_implementation: str = field(
+        default="sdpa",
+        metadata={"help": "Attention kernel: sdpa | eager | flash_attention_2 (when installed)."},
+    )
+    trust_remote_code: bool = field(
+        default=False,
+        metadata={"help": "Allow custom modelling code from the model folder/hub repo."},
+    )
+    teacher_text_only: bool = field(
+        default=False,
+        metadata={"help": "Allow a text-only teacher for a VLM student: the teacher reads the text of x+p, no images."},
+    )
+    image_min_pixels: int = field(
+        default=32 * 32,
+        metadata={"help": "Minimum pixels of an image after resizing by the processor (qwen-vl-utils min_pixels)."},
+    )
+    image_max_pixels: int = field(
+        default=768 * 768,
+        metadata={"help": "Maximum pixels of an image after resizing by the processor (qwen-vl-utils max_pixels)."},
+    )
+    cache_dir: Optional[str] = field(
+        default=None,
+        metadata={"help": "Where hub downloads are cached."},
+    )
+    export_dir: Optional[str] = field(
+        default=None,
+        metadata={"help": "`dopd-cli export`: folder to save the merged model and processor to."},
+    )

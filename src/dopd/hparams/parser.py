@@ -1,0 +1,173 @@
+"""One YAML file plus `key=value` overrides -> the argument dataclasses.
+
+Unknown keys are an error naming the key and the closest known keys (LLaMA-Factory style), and values given as
+strings (command-line overrides, or YAML 1.1 reading `5e-6` as a string) are converted to the field's type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from typing import Any, NamedTuple, Optional, Sequence
+
+import yaml
+
+from .data_args import DataArguments
+from .distill_args import DistillArguments
+from .finetuning_args import FinetuningArguments
+from .model_args import ModelArguments
+from .rollout_args import RolloutArguments
+
+OUR_DATACLASSES = (ModelArguments, DataArguments, FinetuningArguments, DistillArguments, RolloutArguments)
+
+
+class ConfigError(ValueError):
+    """A configuration problem a user can fix; the message says what and where."""
+
+
+class DOPDConfig(NamedTuple):
+    model: ModelArguments
+    data: DataArguments
+    finetuning: FinetuningArguments
+    distill: DistillArguments
+    rollout: RolloutArguments
+    training: Any  # DOPDTrainingArguments, or None when not requested
+
+
+def _training_class():
+    from .training_args import DOPDTrainingArguments
+
+    return DOPDTrainingArguments
+
+
+def known_keys(with_training: bool = True) -> dict[str, type]:
+    """Every accepted key mapped to the dataclass that owns it."""
+    owners: dict[str, type] = {}
+    classes = list(OUR_DATACLASSES) + ([_training_class()] if with_training else [])
+    for cls in classes:
+        for f in dataclasses.fields(cls):
+            if f.init:
+                owners.setdefault(f.name, cls)
+    return owners
+
+
+def _unwrap_optional(tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Convert a string/number to the field's scalar type; leave other shapes alone."""
+    tp = _unwrap_optional(tp)
+    if value is None:
+        return None
+    try:
+        if tp is bool and isinstance(value, str):
+            low = value.strip().lower()
+            if low in ("true", "1", "yes", "y", "on"):
+                return True
+            if low in ("false", "0", "no", "n", "off"):
+                return False
+            raise ValueError(value)
+        if tp is float and isinstance(value, (str, int)) and not isinstance(value, bool):
+            return float(value)
+        if tp is int and isinstance(value, str):
+            return int(value)
+        if tp is int and isinstance(value, float) and value.is_integer():
+            return int(value)
+        if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+    except ValueError:
+        raise ConfigError(f"config key `{key}`: cannot read {value!r} as {getattr(tp, '__name__', tp)}") from None
+    return value
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise ConfigError(f"command-line override {item!r} is not of the form key=value")
+    key, raw = item.split("=", 1)
+    key = key.strip().lstrip("-")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else None
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def load_config_dict(config_path: Optional[str], overrides: Sequence[str] = ()) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    if config_path:
+        if not os.path.isfile(config_path):
+            raise ConfigError(f"config file not found: {config_path}")
+        with open(config_path, encoding="utf-8") as fh:
+            try:
+                loaded = yaml.safe_load(fh) or {}
+            except yaml.YAMLError as err:
+                raise ConfigError(f"{config_path}: not valid YAML: {err}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{config_path}: the top level must be a mapping of key: value")
+        config.update(loaded)
+    for item in overrides:
+        key, value = parse_override(item)
+        config[key] = value
+    return config
+
+
+def check_unknown_keys(config: dict[str, Any], with_training: bool = True, source: str = "config") -> None:
+    owners = known_keys(with_training=True)
+    unknown = [k for k in config if k not in owners]
+    if unknown:
+        lines = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, owners.keys(), n=3, cutoff=0.6)
+            hint = f" (did you mean: {', '.join(close)}?)" if close else ""
+            lines.append(f"unknown key `{key}`{hint}")
+        raise ConfigError(f"{source}: " + "; ".join(lines))
+
+
+def parse_config_dict(config: dict[str, Any], with_training: bool = True, source: str = "config") -> DOPDConfig:
+    check_unknown_keys(config, with_training, source)
+    owners = known_keys(with_training=True)
+    per_class: dict[type, dict[str, Any]] = {}
+    for key, value in config.items():
+        cls = owners[key]
+        ftype = {f.name: f.type for f in dataclasses.fields(cls)}[key]
+        if isinstance(ftype, str):
+            ftype = typing.get_type_hints(cls).get(key, Any)
+        per_class.setdefault(cls, {})[key] = _coerce(value, ftype, key)
+    built = {}
+    for cls in OUR_DATACLASSES:
+        try:
+            built[cls] = cls(**per_class.get(cls, {}))
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"{source}: {err}") from None
+    training = None
+    if with_training:
+        tcls = _training_class()
+        kwargs = per_class.get(tcls, {})
+        try:
+            training = tcls(**kwargs)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"{source}: {err}") from None
+    else:
+        # keys owned only by the training arguments are accepted but ignored (e.g. check-data on a train config)
+        pass
+    return DOPDConfig(
+        built[ModelArguments], built[DataArguments], built[FinetuningArguments],
+        built[DistillArguments], built[RolloutArguments], training,
+    )
+
+
+def parse_config(
+    config_path: Optional[str] = None, overrides: Sequence[str] = (), with_training: bool = True
+) -> DOPDConfig:
+    """Read `config_path` (YAML) and apply `key=value` overrides; raise ConfigError on any unknown key."""
+    config = load_config_dict(config_path, overrides)
+    return parse_config_dict(config, with_training=with_training, source=config_path or "command line")

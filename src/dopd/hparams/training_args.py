@@ -1,0 +1,18 @@
+"""transformers' TrainingArguments with the defaults on-policy distillation needs."""
+
+from dataclasses import dataclass, field
+
+from transformers import Seq2SeqTrainingArguments
+
+
+@dataclass
+class DOPDTrainingArguments(Seq2SeqTrainingArguments):
+    # Rollouts need the raw prompt columns (images, two views); the Trainer must not drop them.
+    remove_unused_columns: bool = field(
+        default=False,
+        metadata={"help": "Keep all dataset columns (the collator needs both prompt views). Leave false."},
+    )
+    plot_loss: bool = field(
+        default=True,
+        metadata={"help": "Save PNG plots of loss, regime fractions and entropy to output_dir at the end."},
+    )
