@@ -12,6 +12,10 @@ class DOPDTrainingArguments(Seq2SeqTrainingArguments):
         default=False,
         metadata={"help": "Keep all dataset columns (the collator needs both prompt views). Leave false."},
     )
+    sft_view: str = field(
+        default="plain",
+        metadata={"help": "stage sft: train on the plain view x (plain) or on x+p (privileged, e.g. to make a teacher)."},
+    )
     plot_loss: bool = field(
         default=True,
         metadata={"help": "Save PNG plots of loss, regime fractions and entropy to output_dir at the end."},

@@ -1,0 +1,86 @@
+"""Canonical samples -> encoded prompt views, lazily, one sample at a time.
+
+Images are loaded and the views rendered in `__getitem__` (not up front) so a large dataset costs no memory
+before training and a DataLoader with workers can overlap it with the step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+from torch.utils.data import Dataset
+
+
+@dataclass
+class EncodedSample:
+    """What one training example carries into a step: the deployed view x and the privileged view x+p."""
+
+    uid: str
+    plain: Any  # EncodedPrompt for the student (x)
+    privileged: Any  # EncodedPrompt for the student (x+p)
+    teacher: Any  # EncodedPrompt for the teacher (x+p, or x when the teacher does not see p)
+    has_privilege: bool
+    response: Optional[str]
+
+
+class PromptViewDataset(Dataset):
+    def __init__(
+        self,
+        samples: Sequence[Any],
+        student_adapter: Any,
+        data_args: Any,
+        teacher_adapter: Optional[Any] = None,
+        teacher_sees_privileged: bool = True,
+    ) -> None:
+        self.samples = list(samples)
+        self.student_adapter = student_adapter
+        self.teacher_adapter = teacher_adapter
+        self.data_args = data_args
+        self.teacher_sees_privileged = teacher_sees_privileged
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> EncodedSample:
+        from dopd.data import build_views
+
+        sample = self.samples[index]
+        plain_view, priv_view = build_views(sample, self.student_adapter, self.data_args)
+        cutoff = self.data_args.cutoff_len
+        plain = self.student_adapter.encode_prompt(plain_view, cutoff)
+        privileged = self.student_adapter.encode_prompt(priv_view, cutoff) if priv_view.has_privilege else plain
+        teacher = None
+        if self.teacher_adapter is not None:
+            teacher_view = priv_view if self.teacher_sees_privileged else plain_view
+            if type(self.teacher_adapter) is type(self.student_adapter):
+                # same family and processor: the teacher reads the very same token ids
+                teacher = (privileged if self.teacher_sees_privileged else plain)
+            else:
+                if self.teacher_sees_privileged and self.teacher_adapter.grounding != self.student_adapter.grounding:
+                    # boxes are written in the reader's own convention: render x+p again for the teacher
+                    _, teacher_view = build_views(sample, self.teacher_adapter, self.data_args)
+                if not getattr(self.teacher_adapter, "is_vlm", False):
+                    teacher_view = text_only_view(teacher_view)
+                teacher = self.teacher_adapter.encode_prompt(teacher_view, cutoff)
+        return EncodedSample(
+            uid=sample.uid, plain=plain, privileged=privileged, teacher=teacher,
+            has_privilege=bool(priv_view.has_privilege), response=sample.response,
+        )
+
+
+def text_only_view(view: Any) -> Any:
+    """The same view with image placeholders and images removed, for a text-only teacher of a VLM student."""
+    import copy
+
+    stripped = copy.copy(view)
+    stripped.messages = [
+        {**m, "content": m["content"].replace("<image>", "").strip()} for m in view.messages
+    ]
+    stripped.images = []
+    return stripped
+
+
+def collate_encoded_samples(features: list[EncodedSample]) -> dict[str, list[EncodedSample]]:
+    """Keep samples as objects: the step builds its own padded batches after the rollout."""
+    return {"samples": features}

@@ -1,0 +1,176 @@
+"""DOPDTrainer: transformers' Trainer whose loss is one on-policy distillation step.
+
+Per micro-batch of prompts: roll out G answers from the plain view x with the current student (no grad), then
+score the same answer tokens three times -- student on x (grad), student on x+p and teacher on x+p (no grad) --
+and hand the three to the objective in `dopd.distill`. Optimizer, schedules, accumulation, mixed precision,
+DeepSpeed, peft, checkpoints and `report_to` are the Trainer's own.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from transformers import Trainer
+
+from dopd.train.rollout import RolloutResult, generation_kwargs, model_for_generation, repeat_each
+from dopd.train.scoring import gather_response
+
+
+class DOPDTrainer(Trainer):
+    def __init__(
+        self,
+        *args: Any,
+        adapter: Any,
+        teacher: Optional[torch.nn.Module] = None,
+        teacher_adapter: Optional[Any] = None,
+        stage: str = "dopd",
+        loss_config: Any = None,
+        rollout_args: Any = None,
+        distill_args: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.adapter = adapter
+        self.teacher = teacher
+        self.teacher_adapter = teacher_adapter or adapter
+        self.stage = stage
+        self.loss_config = loss_config
+        self.rollout_args = rollout_args
+        self.distill_args = distill_args
+        self._metrics: dict[str, list[float]] = defaultdict(list)
+        self.skip_next_update = False  # set by a non-finite loss; honoured by NonFiniteLossCallback
+        if self.teacher is not None:
+            self.teacher.eval()
+            self.teacher.requires_grad_(False)
+            if not getattr(self.args, "deepspeed", None):
+                self.teacher.to(self.args.device)
+
+    # ------------------------------------------------------------------ metrics
+    def _record(self, name: str, value: float) -> None:
+        self._metrics[name].append(float(value))
+
+    def log(self, logs: dict[str, float], start_time: Optional[float] = None) -> None:
+        if self._metrics and "loss" in logs:  # training logs only; eval logs carry their own keys
+            for key, values in self._metrics.items():
+                logs[key] = sum(values) / len(values)
+            self._metrics.clear()
+        super().log(logs, start_time)
+
+    # ------------------------------------------------------------------ the step
+    def training_step(self, model: torch.nn.Module, inputs: dict, num_items_in_batch: Any = None) -> torch.Tensor:
+        start = time.perf_counter()
+        self._step_phase_seconds = 0.0
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        self._record("time/update_s", time.perf_counter() - start - self._step_phase_seconds)
+        return loss
+
+    def compute_loss(
+        self, model: torch.nn.Module, inputs: dict, return_outputs: bool = False, num_items_in_batch: Any = None
+    ) -> torch.Tensor:
+        samples = inputs["samples"]
+        self._record("privileged/fraction_with_p", sum(s.has_privilege for s in samples) / len(samples))
+        if self.stage == "sft":
+            loss = self._sft_loss(model, samples)
+        else:
+            rollout = self.rollout(model, samples)
+            started = time.perf_counter()
+            loss = self._distill_loss(model, samples, rollout)
+            scoring_s = time.perf_counter() - started
+            self._record("time/scoring_s", scoring_s)
+            self._step_phase_seconds = getattr(self, "_step_phase_seconds", 0.0) + rollout.seconds + scoring_s
+        return self._guard_finite(loss)
+
+    def rollout(self, model: torch.nn.Module, samples: list) -> RolloutResult:
+        started = time.perf_counter()
+        group = self.rollout_args.num_generations
+        prompts = repeat_each([s.plain for s in samples], group)
+        with model_for_generation(model, self.accelerator) as student:
+            batch = _to_device(self.adapter.collate_prompts(prompts), self.args.device)
+            responses = self.adapter.generate(student, batch, **generation_kwargs(self.rollout_args))
+        seconds = time.perf_counter() - started
+        num_tokens = sum(len(r) for r in responses)
+        self._record("time/rollout_s", seconds)
+        self._record("rollout/tokens_per_s", num_tokens / max(seconds, 1e-9))
+        self._record("rollout/response_length", num_tokens / len(responses))
+        stops = set(self.adapter.stop_token_ids)
+        self._record("rollout/stopped_fraction", sum(bool(r) and r[-1] in stops for r in responses) / len(responses))
+        return RolloutResult(prompts=prompts, responses=responses, num_tokens=num_tokens, seconds=seconds)
+
+    def _score(self, model: torch.nn.Module, adapter: Any, prompts: list, responses: list[list[int]]):
+        batch, labels = adapter.build_scoring_batch(prompts, responses)
+        batch = _to_device(batch, self.args.device)
+        hidden, lm_head = adapter.forward_hidden(model, batch)
+        packed, packed_labels = gather_response(hidden, labels.to(hidden.device))
+        return packed, packed_labels, lm_head
+
+    def _distill_loss(self, model: torch.nn.Module, samples: list, rollout: RolloutResult) -> torch.Tensor:
+        from dopd.distill import dopd_loss_from_hidden
+
+        group = self.rollout_args.num_generations
+        student = self.accelerator.unwrap_model(model)
+        cfg = self.loss_config
+        hidden_s, labels, head_s = self._score(student, self.adapter, rollout.prompts, rollout.responses)
+        hidden_p = hidden_t = None
+        head_t = None
+        with torch.no_grad():
+            if cfg.needs_privileged_student:
+                privileged = repeat_each([s.privileged for s in samples], group)
+                hidden_p, labels_p, _ = self._score(student, self.adapter, privileged, rollout.responses)
+                _check_same_tokens(labels, labels_p, "privileged student")
+            if cfg.needs_teacher:
+                teacher_prompts = repeat_each([s.teacher for s in samples], group)
+                hidden_t, labels_t, head_t = self._score(self.teacher, self.teacher_adapter, teacher_prompts,
+                                                         rollout.responses)
+                _check_same_tokens(labels, labels_t, "teacher")
+        out = dopd_loss_from_hidden(
+            hidden_s, hidden_p, hidden_t, labels, head_s, head_t, config=cfg,
+            chunk_size=self.distill_args.loss_chunk_size or None,
+        )
+        for key, value in out.metrics.items():
+            if value is not None and not (isinstance(value, float) and math.isnan(value)):
+                self._record(f"dopd/{key}", value)
+        return out.loss
+
+    def _sft_loss(self, model: torch.nn.Module, samples: list) -> torch.Tensor:
+        """Supervised fine-tuning on reference responses (the testbed makes its teachers this way)."""
+        use_privileged = getattr(self.args, "sft_view", "plain") == "privileged"
+        prompts = [s.privileged if use_privileged else s.plain for s in samples]
+        missing = [s.uid for s in samples if not s.response]
+        if missing:
+            raise ValueError(f"stage sft needs a reference response; samples without one: {missing[:5]}")
+        responses = [self.adapter.encode_response(s.response) for s in samples]
+        student = self.accelerator.unwrap_model(model)
+        hidden, labels, lm_head = self._score(student, self.adapter, prompts, responses)
+        logits = lm_head(hidden).float()
+        per_token = F.cross_entropy(logits.flatten(0, 1), labels.flatten().clamp_min(0), reduction="none")
+        mask = labels.ne(-100).flatten().float()
+        loss = (per_token * mask).sum() / mask.sum().clamp_min(1.0)
+        self._record("sft/response_length", float(mask.sum()) / len(samples))
+        return loss
+
+    # ------------------------------------------------------------------ non-finite losses
+    def _guard_finite(self, loss: torch.Tensor) -> torch.Tensor:
+        if torch.isfinite(loss).all():
+            self._record("nonfinite_loss", 0.0)
+            return loss
+        self._record("nonfinite_loss", 1.0)
+        self.skip_next_update = True
+        # a zero that is still connected to the graph keeps gradient accumulation and DeepSpeed in step;
+        # the update itself is skipped by NonFiniteLossCallback (gradients set to None before optimizer.step)
+        return torch.nan_to_num(loss, nan=0.0, posinf=0.0, neginf=0.0) * 0.0
+
+
+def _check_same_tokens(reference: torch.Tensor, other: torch.Tensor, name: str) -> None:
+    if reference.shape != other.shape or not torch.equal(reference, other):
+        raise RuntimeError(
+            f"the {name} scored different response tokens than the student: the views must share the answer ids"
+        )
+
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    return {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}

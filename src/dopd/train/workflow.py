@@ -1,0 +1,140 @@
+"""`dopd-cli train`: config -> validated data -> models -> DOPDTrainer -> checkpoints, logs and plots.
+
+Everything a user can get wrong (config keys, data, model compatibility) is checked before the first step, and
+data problems before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+from dopd.hparams import ConfigError, DOPDConfig, parse_config
+
+logger = logging.getLogger("dopd")
+
+STAGES_WITHOUT_TEACHER = ("sft", "opsd")
+
+
+@dataclass
+class TrainResult:
+    output_dir: str
+    global_step: int
+    log_history: list = field(default_factory=list)
+    plots: list = field(default_factory=list)
+    stopped_early: Optional[str] = None
+
+
+def resolve_model_path(name_or_path: Optional[str], role: str) -> Optional[str]:
+    """`tiny:<family>[:<size>[:<tokenizer>]]` names a tiny random-init model, built under `models/tiny/` on
+    first use (the offline demo and tests use these); anything else is passed to `from_pretrained` as is."""
+    if not name_or_path or not name_or_path.startswith("tiny:"):
+        return name_or_path
+    from dopd.model.tiny import build_tiny_model
+
+    parts = name_or_path.split(":")[1:]
+    family = parts[0]
+    size = parts[1] if len(parts) > 1 else ("teacher" if role == "teacher" else "student")
+    tokenizer = parts[2] if len(parts) > 2 else "bpe"
+    out_dir = os.path.join("models", "tiny", f"{family}-{size}-{tokenizer}")
+    if not os.path.isfile(os.path.join(out_dir, "config.json")):
+        logger.info("building tiny %s %s model (%s tokenizer) in %s", family, size, tokenizer, out_dir)
+        build_tiny_model(family, out_dir, size=size, tokenizer=tokenizer)
+    return out_dir
+
+
+def _resume_arg(value: Any) -> Any:
+    if isinstance(value, str) and value.strip().lower() in ("true", "latest"):
+        return True
+    if isinstance(value, str) and value.strip().lower() in ("false", "none", ""):
+        return None
+    return value
+
+
+def run_train(cfg: DOPDConfig) -> TrainResult:
+    from dopd.data import load_and_validate
+    from dopd.distill import DOPDLossConfig
+    from dopd.model import apply_finetuning, check_compatibility, load_adapter, load_model
+    from dopd.train.callbacks import GracefulStopCallback, JsonlLogCallback, NonFiniteLossCallback
+    from dopd.train.dataset import PromptViewDataset, collate_encoded_samples
+    from dopd.train.plots import plot_log_history
+    from dopd.train.trainer import DOPDTrainer
+
+    model_args, data_args, ft_args, distill_args, rollout_args, training_args = cfg
+    stage = ft_args.stage
+    if not data_args.dataset:
+        raise ConfigError("`dataset` is required: a name (or comma-separated names) from dataset_info.json")
+    if not model_args.model_name_or_path:
+        raise ConfigError("`model_name_or_path` is required: the student model")
+    loss_config = None if stage == "sft" else DOPDLossConfig.from_args(distill_args, stage)
+    needs_teacher = stage != "sft" and loss_config.needs_teacher
+    if needs_teacher and not model_args.teacher_model_name_or_path:
+        raise ConfigError(f"stage `{stage}` needs `teacher_model_name_or_path`")
+
+    # 1. data, before any model is loaded
+    samples = load_and_validate(data_args, data_args.dataset)
+    if not samples:
+        raise ConfigError(f"dataset `{data_args.dataset}` has no valid samples")
+
+    # 2. models
+    student_path = resolve_model_path(model_args.model_name_or_path, "student")
+    adapter = load_adapter(student_path, model_args)
+    teacher = teacher_adapter = None
+    if needs_teacher:
+        teacher_path = resolve_model_path(model_args.teacher_model_name_or_path, "teacher")
+        teacher_adapter = load_adapter(teacher_path, model_args)
+        check_compatibility(adapter, teacher_adapter, model_args)
+    model = load_model(student_path, model_args, adapter=adapter, role="student",
+                       gradient_checkpointing=training_args.gradient_checkpointing)
+    model = apply_finetuning(model, adapter, ft_args, model_args)
+    if needs_teacher:
+        teacher = load_model(teacher_path, model_args, adapter=teacher_adapter, role="teacher")
+
+    # 3. trainer
+    train_dataset = PromptViewDataset(
+        samples, adapter, data_args, teacher_adapter=teacher_adapter,
+        teacher_sees_privileged=distill_args.teacher_sees_privileged,
+    )
+    trainer = DOPDTrainer(
+        model=model, args=training_args, train_dataset=train_dataset, data_collator=collate_encoded_samples,
+        processing_class=adapter.processor, adapter=adapter, teacher=teacher, teacher_adapter=teacher_adapter,
+        stage=stage, loss_config=loss_config, rollout_args=rollout_args, distill_args=distill_args,
+    )
+    stop = GracefulStopCallback()
+    nonfinite = NonFiniteLossCallback(trainer, distill_args.max_nonfinite_steps)
+    for callback in (JsonlLogCallback(), stop, nonfinite):
+        trainer.add_callback(callback)
+    stop.install()
+    try:
+        trainer.train(resume_from_checkpoint=_resume_arg(training_args.resume_from_checkpoint))
+    finally:
+        stop.uninstall()
+
+    # 4. outputs
+    trainer.save_model(training_args.output_dir)
+    trainer.save_state()
+    plots = []
+    if training_args.plot_loss and trainer.is_world_process_zero():
+        plots = plot_log_history(trainer.state.log_history, training_args.output_dir)
+    stopped = "non-finite loss" if nonfinite.stopped_for_nonfinite else ("signal" if stop.requested else None)
+    return TrainResult(training_args.output_dir, trainer.state.global_step, trainer.state.log_history, plots,
+                       stopped)
+
+
+def run_train_cli(config_path: Optional[str], overrides: Sequence[str]) -> int:
+    logging.basicConfig(format="[%(levelname)s|%(name)s] %(message)s", level=logging.INFO)
+    cfg = parse_config(config_path, overrides)
+    result = run_train(cfg)
+    if result.stopped_early == "non-finite loss":
+        print(f"training stopped at step {result.global_step}: too many consecutive non-finite losses")
+        return 1
+    print(f"\nDOPD training finished at step {result.global_step}.")
+    print(f"  checkpoint : {os.path.abspath(result.output_dir)}")
+    print(f"  log        : {os.path.join(os.path.abspath(result.output_dir), 'trainer_log.jsonl')}")
+    for path in result.plots:
+        print(f"  plot       : {os.path.abspath(path)}")
+    if result.stopped_early == "signal":
+        print("  (stopped by a signal; resume with resume_from_checkpoint=true)")
+    return 0
