@@ -1,0 +1,85 @@
+import subprocess
+import sys
+
+import pytest
+
+from dopd.hparams import ConfigError, parse_config
+
+
+def write(tmp_path, text):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_yaml_and_overrides_are_typed(tmp_path):
+    cfg = parse_config(
+        write(tmp_path, "model_name_or_path: m\nlearning_rate: 5e-6\nlora_rank: 16\noutput_dir: " + str(tmp_path)),
+        ["lora_rank=32", "beta_w=0.25", "bf16=false", "num_generations=2"],
+    )
+    assert cfg.model.model_name_or_path == "m"
+    assert cfg.training.learning_rate == pytest.approx(5e-6)  # YAML 1.1 reads 5e-6 as a string
+    assert cfg.finetuning.lora_rank == 32  # the override wins
+    assert cfg.distill.beta_w == pytest.approx(0.25)
+    assert cfg.rollout.num_generations == 2
+    assert cfg.training.bf16 is False
+    assert cfg.training.remove_unused_columns is False
+
+
+def test_paper_defaults():
+    cfg = parse_config(None, [], with_training=False)
+    assert (cfg.distill.distill_top_k, cfg.distill.beta_l, cfg.distill.beta_w) == (128, 0.6, 0.3)
+    assert cfg.distill.trim_fraction == pytest.approx(0.05)
+    assert cfg.finetuning.stage == "dopd"
+    assert cfg.rollout.num_generations == 4
+    assert cfg.training is None
+
+
+def test_unknown_key_names_close_matches(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        parse_config(write(tmp_path, "lora_rnak: 8\n"), [])
+    message = str(err.value)
+    assert "lora_rnak" in message and "lora_rank" in message and "cfg.yaml" in message
+
+
+def test_unknown_override_key():
+    with pytest.raises(ConfigError, match="teacher_model_name_or_pth.*teacher_model_name_or_path"):
+        parse_config(None, ["teacher_model_name_or_pth=x"], with_training=False)
+
+
+def test_bad_value_type():
+    with pytest.raises(ConfigError, match="lora_rank"):
+        parse_config(None, ["lora_rank=eight"], with_training=False)
+
+
+def test_override_without_equals():
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_config(None, ["lora_rank"], with_training=False)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        parse_config(str(tmp_path / "nope.yaml"), [])
+
+
+def test_every_field_has_help():
+    import dataclasses
+
+    from dopd.hparams.parser import OUR_DATACLASSES
+    from dopd.hparams.training_args import DOPDTrainingArguments
+
+    ours = {f.name for cls in OUR_DATACLASSES for f in dataclasses.fields(cls)}
+    ours |= {"remove_unused_columns", "plot_loss", "sft_view"}
+    for cls in list(OUR_DATACLASSES) + [DOPDTrainingArguments]:
+        for f in dataclasses.fields(cls):
+            if f.name in ours:
+                assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help string"
+
+
+def test_cli_env_and_unknown_key(tmp_path):
+    env = subprocess.run([sys.executable, "-m", "dopd", "env"], capture_output=True, text=True, timeout=120)
+    assert env.returncode == 0 and "transformers" in env.stdout and "cuda available" in env.stdout
+    bad = subprocess.run([sys.executable, "-m", "dopd", "train", write(tmp_path, "datset: x\n")],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2
+    assert "unknown key `datset`" in bad.stderr and "dataset" in bad.stderr
