@@ -48,6 +48,21 @@ class DataArguments:
         default="\n\n[Privileged hint]\n{hint}\n[End of hint]",
         metadata={"help": "How a hint is appended to the last user turn of the privileged view; {hint} is replaced."},
     )
+    boxes_template: str = field(
+        default="\n\n[Privileged regions]\n{boxes}\n[End of regions]",
+        metadata={"help": "How labelled boxes (privilege `boxes_text`, written in the model's grounding convention) "
+                          "are appended to the last user turn; {boxes} is replaced."},
+    )
+    crops_template: str = field(
+        default="\n\n[Zoomed views]\n{crops}\n[End of zoomed views]",
+        metadata={"help": "How zoomed crops (privilege `crops`, one `Zoomed view of region ... <image>` line each) "
+                          "are appended to the last user turn; {crops} is replaced."},
+    )
+    reference_template: str = field(
+        default="\n\n[Reference answer]\n{reference}\n[End of reference answer]",
+        metadata={"help": "How the reference answer (privilege `reference`, the OPSD setting) is appended to the "
+                          "last user turn; {reference} is replaced."},
+    )
     max_invalid_fraction: float = field(
         default=0.0,
         metadata={"help": "check-data/train fail when more than this fraction of samples is invalid "

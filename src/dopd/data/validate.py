@@ -1,0 +1,214 @@
+"""Check every sample before anything trains; report per dataset; drop or refuse invalid samples.
+
+Each issue names the file, the sample index and the field. Conversion problems (missing columns, roles that do not
+alternate, a malformed privileged record) come from the loader; this module adds what needs the converted sample
+and the images: placeholder counts, images that open, boxes and crops inside their image.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Optional, Sequence, Union
+
+from PIL import Image
+
+from dopd.hparams import ConfigError
+
+from .loader import LoadedDataset, load_datasets, mix_samples
+from .sample import IMAGE_PLACEHOLDER, CanonicalSample, SampleIssue
+
+logger = logging.getLogger(__name__)
+
+PROGRESS_MIN_SAMPLES = 500  # show a progress bar from this many samples on
+
+
+@dataclass
+class _Columns:
+    """Names used for fields in messages: the dataset's own column names where known."""
+
+    messages: str = "messages"
+    images: str = "images"
+    privileged: str = "privileged"
+
+    @classmethod
+    def of(cls, columns: Optional[dict[str, str]]) -> "_Columns":
+        columns = columns or {}
+        return cls(
+            messages=columns.get("messages") or columns.get("prompt") or "messages",
+            images=columns.get("images") or "images",
+            privileged=columns.get("privileged") or "privileged",
+        )
+
+
+class _ImageCache:
+    """(width, height) or the reason an image cannot be used, once per path."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, Union[tuple[int, int], str]] = {}
+
+    def get(self, path: str) -> Union[tuple[int, int], str]:
+        if path not in self._cache:
+            try:
+                with Image.open(path) as image:
+                    size = image.size
+                    image.verify()
+                self._cache[path] = size
+            except FileNotFoundError:
+                self._cache[path] = f"file not found: {path}"
+            except Exception as err:  # noqa: BLE001 - PIL raises many kinds for a broken file
+                self._cache[path] = f"cannot open {path}: {err}"
+        return self._cache[path]
+
+
+def _structure_issues(sample: CanonicalSample, cols: _Columns) -> Iterable[tuple[str, str, str]]:
+    """(field, reason, kind) for the prompt's shape, as the converters guarantee it (hand-made samples too)."""
+    roles = [m.get("role") for m in sample.messages]
+    start = 1 if roles and roles[0] == "system" else 0
+    if len(roles) == start:
+        yield cols.messages, "the prompt has no user turn", "roles"
+    for i in range(start, len(roles)):
+        expected = "user" if (i - start) % 2 == 0 else "assistant"
+        if roles[i] != expected:
+            yield f"{cols.messages}[{i}]", f"expected a {expected} turn, got {roles[i]}", "roles"
+            break
+    else:
+        if len(roles) > start and roles[-1] != "user":
+            yield cols.messages, "the prompt must end with a user turn", "roles"
+    placeholders = sum(str(m.get("content", "")).count(IMAGE_PLACEHOLDER) for m in sample.messages)
+    if placeholders != len(sample.images):
+        yield (cols.images, f"{placeholders} `{IMAGE_PLACEHOLDER}` placeholder(s) in the prompt but "
+               f"{len(sample.images)} image(s)", "placeholders")
+    if sample.response and IMAGE_PLACEHOLDER in sample.response:
+        yield cols.messages, f"the reference answer contains `{IMAGE_PLACEHOLDER}`", "placeholders"
+    priv = sample.privileged
+    if priv.hint and IMAGE_PLACEHOLDER in priv.hint:
+        yield f"{cols.privileged}.hint", f"contains `{IMAGE_PLACEHOLDER}`", "privileged"
+    for i, box in enumerate(priv.boxes):
+        if IMAGE_PLACEHOLDER in box.label:
+            yield f"{cols.privileged}.boxes[{i}].label", f"contains `{IMAGE_PLACEHOLDER}`", "privileged"
+
+
+def _region_issue(bbox: Sequence[float], image: int, sizes: list[Any]) -> Optional[str]:
+    if not 0 <= image < len(sizes):
+        return f"refers to image {image} but the sample has {len(sizes)} image(s)"
+    size = sizes[image]
+    if isinstance(size, str):
+        return None  # the image itself is reported
+    x1, y1, x2, y2 = bbox
+    w, h = size
+    if not (x1 < x2 and y1 < y2):
+        return f"{list(bbox)} is empty (need x1 < x2 and y1 < y2)"
+    if x1 < 0 or y1 < 0 or x2 > w or y2 > h:
+        return f"{list(bbox)} lies outside image {image} ({w}x{h} pixels)"
+    return None
+
+
+def _media_issues(sample: CanonicalSample, cols: _Columns, cache: _ImageCache) -> Iterable[tuple[str, str, str]]:
+    sizes = [cache.get(path) for path in sample.images]
+    for k, size in enumerate(sizes):
+        if isinstance(size, str):
+            yield f"{cols.images}[{k}]", size, "image"
+    for i, box in enumerate(sample.privileged.boxes):
+        reason = _region_issue(box.bbox, box.image, sizes)
+        if reason:
+            field_ = "image" if reason.startswith("refers") else "bbox"
+            yield f"{cols.privileged}.boxes[{i}].{field_}", reason, "box"
+    for i, crop in enumerate(sample.privileged.crops):
+        reason = _region_issue(crop.bbox, crop.image, sizes)
+        if reason:
+            yield f"{cols.privileged}.crops[{i}]", reason, "box"
+
+
+def validate_samples(
+    samples: Sequence[CanonicalSample],
+    columns: Optional[dict[str, str]] = None,
+    check_images: bool = True,
+    progress: Optional[bool] = None,
+) -> list[SampleIssue]:
+    """Every problem of every sample. `columns` (a registry entry's) only makes field names match the file.
+    Images are opened (header and integrity), never decoded into memory for good."""
+    cols, cache = _Columns.of(columns), _ImageCache()
+    if progress is None:
+        progress = len(samples) >= PROGRESS_MIN_SAMPLES
+    iterator: Iterable[CanonicalSample] = samples
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(samples, desc="checking samples", unit="sample")
+    issues = []
+    for sample in iterator:
+        found = list(_structure_issues(sample, cols))
+        if check_images:
+            found += list(_media_issues(sample, cols, cache))
+        issues += [SampleIssue(sample.dataset, sample.source_file, sample.index, f, r, k) for f, r, k in found]
+    return issues
+
+
+@dataclass
+class DatasetReport:
+    dataset: str
+    source: str
+    num_samples: int
+    issues: list[SampleIssue] = field(default_factory=list)
+
+    @property
+    def invalid_indices(self) -> set[int]:
+        return {issue.index for issue in self.issues}
+
+    @property
+    def num_invalid(self) -> int:
+        return len(self.invalid_indices)
+
+    @property
+    def invalid_fraction(self) -> float:
+        return self.num_invalid / self.num_samples if self.num_samples else 0.0
+
+    def summary(self, max_ids: int = 5, max_examples: int = 3) -> str:
+        lines = [f"{self.dataset} ({self.source}): {self.num_samples} samples, "
+                 f"{self.num_samples - self.num_invalid} ok, {self.num_invalid} invalid "
+                 f"({100 * self.invalid_fraction:.1f}%)"]
+        groups: "OrderedDict[str, list[SampleIssue]]" = OrderedDict()
+        for issue in self.issues:
+            groups.setdefault(issue.kind, []).append(issue)
+        for kind, issues in groups.items():
+            uids = list(dict.fromkeys(i.uid for i in issues))
+            more = f", ... (+{len(uids) - max_ids})" if len(uids) > max_ids else ""
+            lines.append(f"  {kind}: {len(issues)} issue(s) in {len(uids)} sample(s): "
+                         f"{', '.join(uids[:max_ids])}{more}")
+            lines += [f"    {issue}" for issue in issues[:max_examples]]
+        return "\n".join(lines)
+
+
+def validate_dataset(loaded: LoadedDataset, check_images: bool = True) -> DatasetReport:
+    """Conversion issues from loading plus every check of `validate_samples`, for one dataset."""
+    issues = list(loaded.issues) + validate_samples(loaded.samples, loaded.attr.columns, check_images)
+    issues.sort(key=lambda i: i.index)
+    return DatasetReport(loaded.name, loaded.attr.path, loaded.num_rows, issues)
+
+
+def valid_samples(loaded: LoadedDataset, report: DatasetReport) -> list[CanonicalSample]:
+    bad = report.invalid_indices
+    return [s for s in loaded.samples if s.index not in bad]
+
+
+def load_and_validate(
+    data_args: Any, names: Union[str, Sequence[str], None] = None, seed: int = 42
+) -> list[CanonicalSample]:
+    """What the trainer calls before the first step: load `names` (default `data_args.dataset`), validate
+    every sample, raise ConfigError with the summary when a dataset's invalid fraction exceeds
+    `data_args.max_invalid_fraction`, otherwise drop the invalid samples (with a warning) and mix."""
+    loaded = load_datasets(data_args, names)
+    reports = [validate_dataset(d) for d in loaded]
+    failing = [r for r in reports if r.invalid_fraction > data_args.max_invalid_fraction]
+    if failing:
+        raise ConfigError(
+            f"invalid samples above max_invalid_fraction={data_args.max_invalid_fraction}:\n"
+            + "\n".join(r.summary() for r in failing)
+            + "\n(fix the data, or raise max_invalid_fraction to drop invalid samples)"
+        )
+    for report in reports:
+        if report.issues:
+            logger.warning("dropping %d invalid sample(s):\n%s", report.num_invalid, report.summary())
+    return mix_samples([valid_samples(d, r) for d, r in zip(loaded, reports)], data_args, seed)
