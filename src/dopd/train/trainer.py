@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer
 
+from dopd.train.distributed import prepare_teacher
 from dopd.train.rollout import RolloutResult, generation_kwargs, model_for_generation, repeat_each
 from dopd.train.scoring import gather_response
 
@@ -45,10 +46,7 @@ class DOPDTrainer(Trainer):
         self._metrics: dict[str, list[float]] = defaultdict(list)
         self.skip_next_update = False  # set by a non-finite loss; honoured by NonFiniteLossCallback
         if self.teacher is not None:
-            self.teacher.eval()
-            self.teacher.requires_grad_(False)
-            if not getattr(self.args, "deepspeed", None):
-                self.teacher.to(self.args.device)
+            self.teacher = prepare_teacher(self.teacher, self.accelerator, self.args.device)
 
     # ------------------------------------------------------------------ metrics
     def _record(self, name: str, value: float) -> None:

@@ -28,8 +28,8 @@ class TrainResult:
 
 
 def resolve_model_path(name_or_path: Optional[str], role: str) -> Optional[str]:
-    """`tiny:<family>[:<size>[:<tokenizer>]]` names a tiny random-init model, built under `models/tiny/` on
-    first use (the offline demo and tests use these); anything else is passed to `from_pretrained` as is."""
+    """`tiny:<family>[:<size>[:<tokenizer>]]` names a tiny random-init model, built under `models/tiny/` (or
+    `$DOPD_TINY_DIR`) on first use (the offline demo and tests use these); anything else goes to `from_pretrained`."""
     if not name_or_path or not name_or_path.startswith("tiny:"):
         return name_or_path
     from dopd.model.tiny import build_tiny_model
@@ -38,7 +38,8 @@ def resolve_model_path(name_or_path: Optional[str], role: str) -> Optional[str]:
     family = parts[0]
     size = parts[1] if len(parts) > 1 else ("teacher" if role == "teacher" else "student")
     tokenizer = parts[2] if len(parts) > 2 else "bpe"
-    out_dir = os.path.join("models", "tiny", f"{family}-{size}-{tokenizer}")
+    out_dir = os.path.join(os.environ.get("DOPD_TINY_DIR", os.path.join("models", "tiny")),
+                           f"{family}-{size}-{tokenizer}")
     if not os.path.isfile(os.path.join(out_dir, "config.json")):
         logger.info("building tiny %s %s model (%s tokenizer) in %s", family, size, tokenizer, out_dir)
         build_tiny_model(family, out_dir, size=size, tokenizer=tokenizer)
@@ -124,7 +125,10 @@ def run_train(cfg: DOPDConfig) -> TrainResult:
 
 
 def run_train_cli(config_path: Optional[str], overrides: Sequence[str]) -> int:
+    from dopd.train.distributed import use_gloo_for_cpu_deepspeed
+
     logging.basicConfig(format="[%(levelname)s|%(name)s] %(message)s", level=logging.INFO)
+    use_gloo_for_cpu_deepspeed()
     cfg = parse_config(config_path, overrides)
     result = run_train(cfg)
     if result.stopped_early == "non-finite loss":
