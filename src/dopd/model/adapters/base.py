@@ -379,9 +379,15 @@ class ModelAdapter:
         kw = self._gen_kwargs(model, gen_kwargs)
         if return_logprobs:
             kw.update(return_dict_in_generate=True, output_logits=True)
-        out = self.unwrap(model).generate(**batch, **kw) if _needs_unwrap_for_generate(model) \
-            else model.generate(**batch, **kw)
-        self._reset_state(model)
+        kw.setdefault("use_cache", True)
+        was_training = model.training
+        model.eval()  # sample from the policy without dropout; also lets gradient-checkpointed models use the cache
+        try:
+            out = self.unwrap(model).generate(**batch, **kw) if _needs_unwrap_for_generate(model) \
+                else model.generate(**batch, **kw)
+        finally:
+            model.train(was_training)
+            self._reset_state(model)
         sequences = out.sequences if return_logprobs else out
         plen = batch["input_ids"].shape[1]
         responses = self._cut_responses(sequences[:, plen:].cpu())

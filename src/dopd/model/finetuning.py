@@ -1,0 +1,129 @@
+"""Which student parameters train: full | freeze (last N LM layers) | lora (peft), plus gradient checkpointing."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Optional
+
+from torch import nn
+
+from .adapters.base import ModelAdapter
+
+logger = logging.getLogger(__name__)
+
+
+def _under(name: str, prefixes: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def _freeze_vision(model: nn.Module, adapter: ModelAdapter, finetuning_args: Any) -> None:
+    """VLMs: vision tower / projector trainability from freeze_vision_tower / freeze_multi_modal_projector."""
+    if not adapter.is_vlm:
+        return
+    freeze_tower = bool(getattr(finetuning_args, "freeze_vision_tower", True))
+    freeze_proj = bool(getattr(finetuning_args, "freeze_multi_modal_projector", True))
+    for name, param in model.named_parameters():
+        if _under(name, adapter.projector_module_names):
+            param.requires_grad_(not freeze_proj)
+        elif _under(name, adapter.vision_module_names):
+            param.requires_grad_(not freeze_tower)
+
+
+def _apply_freeze(model: nn.Module, adapter: ModelAdapter, finetuning_args: Any) -> None:
+    """Train only the last N (N > 0) or first |N| (N < 0) language-model blocks; VLM vision parts per flags."""
+    from dopd.hparams import ConfigError
+
+    n = int(getattr(finetuning_args, "freeze_trainable_layers", 2))
+    layers = adapter.decoder_layers(model)
+    if n == 0 or abs(n) > len(layers):
+        raise ConfigError(f"freeze_trainable_layers={n}: the model has {len(layers)} language-model layers; "
+                          f"use 1..{len(layers)} (last N) or -1..-{len(layers)} (first N)")
+    chosen = list(layers)[-n:] if n > 0 else list(layers)[:-n]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for layer in chosen:
+        for p in layer.parameters():
+            p.requires_grad_(True)
+    if adapter.is_vlm:
+        freeze_tower = bool(getattr(finetuning_args, "freeze_vision_tower", True))
+        freeze_proj = bool(getattr(finetuning_args, "freeze_multi_modal_projector", True))
+        for name, param in model.named_parameters():
+            if _under(name, adapter.projector_module_names):
+                if not freeze_proj:
+                    param.requires_grad_(True)
+            elif _under(name, adapter.vision_module_names) and not freeze_tower:
+                param.requires_grad_(True)
+
+
+def lora_target_modules(model: nn.Module, adapter: ModelAdapter, lora_target: str) -> str:
+    """peft `target_modules` regex: `all` = every linear layer in the LM blocks, or a comma list of leaf names;
+    always restricted to the language model (vision towers reuse names such as `qkv`, `gate_proj`)."""
+    from dopd.hparams import ConfigError
+
+    spec = (lora_target or "all").strip()
+    if spec.lower() == "all":
+        leaves = adapter.default_lora_targets(model)
+    else:
+        leaves = [x.strip() for x in spec.split(",") if x.strip()]
+        known = set(adapter.default_lora_targets(model))
+        unknown = [x for x in leaves if x not in known]
+        if unknown:
+            raise ConfigError(f"lora_target: {', '.join(unknown)} not found among the language model's linear "
+                              f"layers ({', '.join(sorted(known))})")
+    return adapter.lora_target_regex(model, leaves)
+
+
+def _apply_lora(model: nn.Module, adapter: ModelAdapter, finetuning_args: Any, model_args: Any,
+                gradient_checkpointing: bool) -> nn.Module:
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    adapter_path: Optional[str] = getattr(model_args, "adapter_name_or_path", None) if model_args else None
+    if gradient_checkpointing and hasattr(model, "enable_input_require_grads"):
+        model.enable_input_require_grads()
+    if adapter_path:
+        logger.info("resuming LoRA adapter from %s", adapter_path)
+        return PeftModel.from_pretrained(model, adapter_path, is_trainable=True)
+    rank = int(finetuning_args.lora_rank)
+    alpha = finetuning_args.lora_alpha if finetuning_args.lora_alpha is not None else 2 * rank
+    config = LoraConfig(
+        r=rank, lora_alpha=alpha, lora_dropout=float(finetuning_args.lora_dropout),
+        target_modules=lora_target_modules(model, adapter, finetuning_args.lora_target),
+        task_type="CAUSAL_LM", bias="none",
+    )
+    return get_peft_model(model, config)
+
+
+def apply_finetuning(model: nn.Module, adapter: ModelAdapter, finetuning_args: Any, model_args: Any = None,
+                     training_args: Any = None) -> nn.Module:
+    """Set `requires_grad` per `finetuning_type` (and wrap with peft for LoRA); enable gradient checkpointing
+    when `training_args.gradient_checkpointing`. Returns the model to train (a PeftModel for LoRA)."""
+    from dopd.hparams import ConfigError
+
+    ftype = str(getattr(finetuning_args, "finetuning_type", "full")).lower()
+    gc = bool(getattr(training_args, "gradient_checkpointing", False)) if training_args is not None else False
+    if gc:
+        gc_kwargs = getattr(training_args, "gradient_checkpointing_kwargs", None) or {"use_reentrant": False}
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
+        model.config.use_cache = False
+    if ftype == "full":
+        for p in model.parameters():
+            p.requires_grad_(True)
+        _freeze_vision(model, adapter, finetuning_args)
+    elif ftype == "freeze":
+        _apply_freeze(model, adapter, finetuning_args)
+    elif ftype == "lora":
+        model = _apply_lora(model, adapter, finetuning_args, model_args, gc)
+    else:
+        raise ConfigError(f"finetuning_type must be full, freeze or lora, got {ftype!r}")
+    model.train()
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    logger.info("finetuning_type=%s: %d / %d parameters trainable (%.2f%%)", ftype, trainable, total,
+                100.0 * trainable / max(total, 1))
+    return model
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    return (sum(p.numel() for p in model.parameters() if p.requires_grad),
+            sum(p.numel() for p in model.parameters()))
