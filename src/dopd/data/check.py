@@ -1,0 +1,116 @@
+"""`dopd-cli check-data CONFIG.yaml [key=value ...]`: validate every sample of every configured dataset.
+
+Prints one summary per dataset (ok / invalid counts, issues grouped by kind with the first offending sample ids)
+and returns 1 when a dataset cannot be read or its invalid fraction exceeds `max_invalid_fraction`, else 0.
+With `model_name_or_path` set, both prompt views of every valid sample are also rendered and tokenised by the
+model's adapter, and prompt lengths are reported.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from typing import Any, Optional, Sequence, TextIO
+
+from dopd.hparams import ConfigError, parse_config
+
+from .loader import load_dataset
+from .registry import get_dataset_attrs, split_names
+from .sample import CanonicalSample, SampleIssue
+from .validate import PROGRESS_MIN_SAMPLES, DatasetReport, valid_samples, validate_dataset
+from .views import build_views
+
+
+def _lengths_line(label: str, lengths: list[int]) -> str:
+    if not lengths:
+        return f"    {label}: -"
+    return (f"    {label}: min {min(lengths)}, mean {statistics.fmean(lengths):.1f}, max {max(lengths)} tokens")
+
+
+def render_prompts(samples: Sequence[CanonicalSample], adapter: Any, data_args: Any
+                   ) -> tuple[dict[str, Any], list[SampleIssue]]:
+    """Build and encode both views of each sample with the model's adapter: prompt-length statistics and the
+    samples that fail to render."""
+    plain, priv, truncated, with_p, issues = [], [], 0, 0, []
+    iterator: Any = samples
+    if len(samples) >= PROGRESS_MIN_SAMPLES:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(samples, desc="rendering prompts", unit="sample")
+    for sample in iterator:
+        try:
+            x, xp = build_views(sample, adapter, data_args)
+            ex = adapter.encode_prompt(x, data_args.cutoff_len)
+            exp = adapter.encode_prompt(xp, data_args.cutoff_len) if xp.has_privilege else ex
+        except Exception as err:  # noqa: BLE001 - report any failure against the sample, keep going
+            issues.append(SampleIssue(sample.dataset, sample.source_file, sample.index, "<views>",
+                                      f"cannot render the prompt: {type(err).__name__}: {err}", "render"))
+            continue
+        plain.append(len(ex.input_ids))
+        priv.append(len(exp.input_ids))
+        with_p += bool(xp.has_privilege)
+        truncated += bool(getattr(ex, "truncated", False)) or bool(getattr(exp, "truncated", False))
+    return {"plain": plain, "privileged": priv, "truncated": truncated, "with_privilege": with_p}, issues
+
+
+def _privilege_line(samples: Sequence[CanonicalSample]) -> str:
+    hint = sum(bool(s.privileged.hint) for s in samples)
+    boxes = sum(bool(s.privileged.boxes) for s in samples)
+    crops = sum(bool(s.privileged.crops) for s in samples)
+    names = sorted({n for s in samples for n in s.privilege})
+    return (f"  privileged info: hint {hint}, boxes {boxes}, crops {crops} of {len(samples)} samples; "
+            f"processors: {', '.join(names) or 'none'}")
+
+
+def _load_adapter(model_args: Any, out: TextIO) -> Optional[Any]:
+    try:
+        from dopd.model import load_adapter
+    except ImportError:
+        print("note: dopd.model.load_adapter is not available; prompt lengths are not reported", file=out)
+        return None
+    return load_adapter(model_args.model_name_or_path, model_args)
+
+
+def check_data(config: Any, out: TextIO = sys.stdout) -> int:
+    """Validate the datasets of a parsed config (`dataset` and `eval_dataset`); print reports; exit code."""
+    data_args = config.data
+    names = list(dict.fromkeys(split_names(data_args.dataset) + split_names(data_args.eval_dataset)))
+    if not names:
+        raise ConfigError("check-data: no dataset given (set `dataset` and/or `eval_dataset`)")
+    attrs = get_dataset_attrs(data_args, names)  # registry problems are configuration errors (exit 2)
+    adapter = _load_adapter(config.model, out) if config.model.model_name_or_path else None
+
+    failed = []
+    for attr in attrs:
+        try:
+            loaded = load_dataset(attr, data_args.max_samples)
+        except ConfigError as err:
+            print(f"{attr.name}: cannot load: {err}", file=out)
+            failed.append(attr.name)
+            continue
+        report: DatasetReport = validate_dataset(loaded)
+        stats = None
+        if adapter is not None:
+            stats, render_issues = render_prompts(valid_samples(loaded, report), adapter, data_args)
+            report.issues = sorted(report.issues + render_issues, key=lambda i: i.index)
+        print(report.summary(), file=out)
+        print(_privilege_line(loaded.samples), file=out)
+        if stats is not None:
+            print(f"  prompts ({config.model.model_name_or_path}, cutoff_len {data_args.cutoff_len}): "
+                  f"{stats['with_privilege']} with privilege, {stats['truncated']} truncated", file=out)
+            print(_lengths_line("x  ", stats["plain"]), file=out)
+            print(_lengths_line("x+p", stats["privileged"]), file=out)
+        if report.invalid_fraction > data_args.max_invalid_fraction:
+            failed.append(attr.name)
+    limit = data_args.max_invalid_fraction
+    if failed:
+        print(f"check-data: FAILED for {', '.join(failed)} (max_invalid_fraction={limit})", file=out)
+        return 1
+    print(f"check-data: OK ({len(attrs)} dataset(s), max_invalid_fraction={limit})", file=out)
+    return 0
+
+
+def run_check_data_cli(config_path: Optional[str], overrides: list[str]) -> int:
+    """Entry point of `dopd-cli check-data`; ConfigError propagates (the CLI prints it and exits 2)."""
+    config = parse_config(config_path, overrides, with_training=False)
+    return check_data(config)
