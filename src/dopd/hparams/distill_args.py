@@ -1,7 +1,7 @@
 """Arguments of the DOPD objective (see ../distill and docs/objective.md)."""
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 
 @dataclass
@@ -37,6 +37,15 @@ class DistillArguments:
         metadata={"help": "Token-pruning probe: drop tokens from the loss by gap A: top | bottom | random (None: off)."},
     )
     prune_fraction: float = field(default=0.2, metadata={"help": "Fraction of tokens the pruning probe drops."})
+    prune_seed: int = field(
+        default=0,
+        metadata={"help": "Seed of the random pruning probe (mixed with each batch's token ids: reproducible per batch)."},
+    )
+    routing_table: Optional[Any] = field(
+        default=None,
+        metadata={"help": "Custom routing table overriding the stage's preset: a mapping (or YAML/JSON text) "
+                          "regime (HT|HS|LH|LL) -> list of [target, divergence, weight]; see docs/objective.md."},
+    )
     max_nonfinite_steps: int = field(
         default=3,
         metadata={"help": "Stop the run after this many consecutive steps with a non-finite loss (each is skipped)."},

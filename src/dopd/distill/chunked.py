@@ -1,0 +1,164 @@
+"""The DOPD objective from hidden states: lm_head applied per chunk of tokens, never [tokens x V] at once.
+
+Same two passes as `dopd_loss` (see loss.py). Pass 1 (no grad) applies the privileged student's and the
+teacher's lm_head chunk by chunk and keeps only log q of the sampled tokens. Pass 2 applies the student lm_head
+to one chunk, computes the routed terms (targets' lm_heads applied only to the rows routed to them), and takes
+the gradient of the chunk's weighted loss wrt the chunk's logits at once; it is contracted right away into
+d/d(hidden) ([N, H]) and accumulated into d/d(lm_head weight) ([V, H]) and bias. Backward only scales these.
+Peak extra memory: one chunk's [chunk x V] intermediates + [N, H] + one [V, H] accumulator (only when the lm_head
+weight requires grad), independent of T x V.
+
+`per_token_loss` is detached on this path (the weight gradient is accumulated with the loss's coefficients).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .config import DOPDLossConfig
+from .loss import (
+    DOPDLossOutput, RowFn, check_labels, check_needed, loss_pass, make_plan, routing_logprobs, scatter_outputs,
+    valid_positions,
+)
+
+LMHead = Union[torch.nn.Module, Tensor]
+
+
+def _weight_bias(head: LMHead, name: str) -> tuple[Tensor, Optional[Tensor]]:
+    if isinstance(head, Tensor):
+        return head, None
+    weight = getattr(head, "weight", None)
+    if not isinstance(weight, Tensor):
+        raise TypeError(f"{name}: expected an nn.Linear-like module with `.weight` or a weight tensor, got {type(head)}")
+    bias = getattr(head, "bias", None)
+    return weight, bias if isinstance(bias, Tensor) else None
+
+
+class _FusedHiddenLoss(torch.autograd.Function):
+    """loss (differentiable wrt hidden, weight, bias), per_token and entropy (not differentiable)."""
+
+    @staticmethod
+    def forward(ctx, hidden: Tensor, weight: Tensor, bias: Optional[Tensor], run: "_HiddenRun"):  # type: ignore[override]
+        need_h, need_w = bool(ctx.needs_input_grad[0]), bool(ctx.needs_input_grad[1])
+        need_b = bias is not None and bool(ctx.needs_input_grad[2])
+        h_all, w, b = hidden.detach(), weight.detach(), bias.detach() if bias is not None else None
+        coeff = run.plan.coeff
+        grad_h = torch.zeros_like(h_all) if need_h else None
+        grad_w = torch.zeros(w.shape, dtype=torch.float32, device=w.device) if need_w else None
+        grad_b = torch.zeros(w.shape[0], dtype=torch.float32, device=w.device) if need_b else None
+
+        def student_rows(start: int, end: int) -> Tensor:
+            return F.linear(h_all[start:end], w, b)
+
+        def sink(start: int, end: int, g: Tensor) -> None:
+            gs = g * coeff[start:end].unsqueeze(1).to(g.dtype)
+            h = h_all[start:end]
+            if grad_h is not None:
+                grad_h[start:end] = (gs @ w).to(grad_h.dtype)
+            if grad_w is not None:
+                if gs.dtype == torch.float32 and h.dtype == torch.float32:
+                    grad_w.addmm_(gs.t(), h)
+                else:
+                    grad_w.add_((gs.t() @ h.to(gs.dtype)).float())
+            if grad_b is not None:
+                grad_b.add_(gs.sum(0).float())
+
+        want = need_h or need_w or need_b
+        per_tok, entropy = loss_pass(
+            student_rows, run.n, run.plan, run.targets, run.config, run.chunk, sink if want else None, h_all.device
+        )
+        loss = (per_tok * coeff).sum()
+        ctx.save_for_backward(grad_h, grad_w, grad_b)
+        ctx.dtypes = (hidden.dtype, weight.dtype, bias.dtype if bias is not None else None)
+        ctx.mark_non_differentiable(per_tok, entropy)
+        return loss, per_tok, entropy
+
+    @staticmethod
+    def backward(ctx, g_loss: Tensor, _g_per_tok: Tensor, _g_entropy: Tensor):  # type: ignore[override]
+        grad_h, grad_w, grad_b = ctx.saved_tensors
+        h_dtype, w_dtype, b_dtype = ctx.dtypes
+        out_h = (grad_h * g_loss).to(h_dtype) if grad_h is not None else None
+        out_w = (grad_w * g_loss).to(w_dtype) if grad_w is not None else None
+        out_b = (grad_b * g_loss).to(b_dtype) if grad_b is not None else None
+        return out_h, out_w, out_b, None
+
+
+class _HiddenRun:
+    def __init__(self, n: int, plan, targets: dict[str, Optional[RowFn]], config: DOPDLossConfig, chunk: int):
+        self.n, self.plan, self.targets, self.config, self.chunk = n, plan, targets, config, chunk
+
+
+def _rows(hidden: Tensor, flat_idx: Tensor, dense: bool) -> Tensor:
+    flat = hidden.reshape(-1, hidden.shape[-1])
+    return flat if dense else flat.index_select(0, flat_idx)
+
+
+def dopd_loss_from_hidden(
+    student_hidden: Tensor,
+    priv_student_hidden: Optional[Tensor],
+    teacher_hidden: Optional[Tensor],
+    labels: Tensor,
+    student_lm_head: LMHead,
+    teacher_lm_head: Optional[LMHead] = None,
+    config: Optional[DOPDLossConfig] = None,
+    chunk_size: Optional[int] = 1024,
+    *,
+    generator: Optional[torch.Generator] = None,
+) -> DOPDLossOutput:
+    """The routed DOPD objective from final hidden states, computed in chunks of `chunk_size` tokens.
+
+    student_hidden [B, T, H] (differentiable), priv_student_hidden [B, T, H] (the same model on x+p; scored with
+    the student's lm_head, stop-gradient), teacher_hidden [B, T, Ht] (stop-gradient), labels [B, T] as in
+    `dopd_loss`. Each lm_head is an nn.Linear (bias used if present) or a [V, H] weight tensor; gradient reaches
+    the student's weight/bias when they require grad. A teacher lm_head with more rows than the student's
+    (padded vocabulary) is sliced to the student's V rows; fewer rows is an error. `chunk_size` None or 0: one
+    chunk. Equals `dopd_loss(h_s @ W_s.T, h_p @ W_s.T, h_t @ W_t.T, labels, config)` in value and gradient.
+    """
+    config = config if config is not None else DOPDLossConfig()
+    if student_hidden.dim() != 3 or student_hidden.shape[:2] != labels.shape:
+        raise ValueError(
+            f"student_hidden must be [B, T, H] with labels [B, T]; got {tuple(student_hidden.shape)} and "
+            f"{tuple(labels.shape)}"
+        )
+    check_needed(config, priv_student_hidden, teacher_hidden, "hidden states")
+    w_s, b_s = _weight_bias(student_lm_head, "student_lm_head")
+    vocab = w_s.shape[0]
+    if w_s.shape[1] != student_hidden.shape[-1]:
+        raise ValueError(f"student lm_head expects hidden size {w_s.shape[1]}, got {student_hidden.shape[-1]}")
+    B, T, _ = student_hidden.shape
+    flat_idx, labels_v, seq = valid_positions(labels.to(student_hidden.device))
+    check_labels(labels_v, vocab)
+    n = flat_idx.numel()
+    dense = n == B * T
+    targets: dict[str, Optional[RowFn]] = {"privileged_student": None, "teacher": None}
+
+    if priv_student_hidden is not None:
+        if priv_student_hidden.shape != student_hidden.shape:
+            raise ValueError(f"priv_student_hidden must match student_hidden's shape {tuple(student_hidden.shape)}")
+        h_p = _rows(priv_student_hidden.detach(), flat_idx, dense)
+        w_p, b_p = w_s.detach(), b_s.detach() if b_s is not None else None
+        targets["privileged_student"] = lambda rows: F.linear(h_p[rows], w_p, b_p)
+    if teacher_hidden is not None:
+        if teacher_lm_head is None:
+            raise ValueError("teacher_hidden was given without teacher_lm_head")
+        if teacher_hidden.shape[:2] != labels.shape:
+            raise ValueError(f"teacher_hidden must be [B, T, Ht] like labels; got {tuple(teacher_hidden.shape)}")
+        w_t, b_t = _weight_bias(teacher_lm_head, "teacher_lm_head")
+        if w_t.shape[0] < vocab:
+            raise ValueError(f"teacher lm_head has {w_t.shape[0]} rows, fewer than the student's vocabulary {vocab}")
+        w_t = w_t.detach()[:vocab]  # padded vocabulary: the rows past the student's are never sampled
+        b_t = b_t.detach()[:vocab] if b_t is not None else None
+        h_t = _rows(teacher_hidden.detach(), flat_idx, dense)
+        targets["teacher"] = lambda rows: F.linear(h_t[rows], w_t, b_t)
+
+    chunk = max(1, chunk_size or n or 1)
+    log_q_s, log_q_t = routing_logprobs(targets, labels_v, chunk)
+    plan = make_plan(config, labels_v, seq, B, log_q_s, log_q_t, generator)
+    h_s = _rows(student_hidden, flat_idx, dense)  # differentiable gather of the response rows
+    run = _HiddenRun(n, plan, targets, config, chunk)
+    loss, per_tok, entropy = _FusedHiddenLoss.apply(h_s, w_s, b_s, run)
+    return scatter_outputs((B, T), flat_idx, plan, per_tok, entropy, loss, config)
