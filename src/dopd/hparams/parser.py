@@ -17,11 +17,14 @@ import yaml
 
 from .data_args import DataArguments
 from .distill_args import DistillArguments
+from .eval_args import EvalArguments
 from .finetuning_args import FinetuningArguments
 from .model_args import ModelArguments
 from .rollout_args import RolloutArguments
 
-OUR_DATACLASSES = (ModelArguments, DataArguments, FinetuningArguments, DistillArguments, RolloutArguments)
+OUR_DATACLASSES = (
+    ModelArguments, DataArguments, FinetuningArguments, DistillArguments, RolloutArguments, EvalArguments,
+)
 
 
 class ConfigError(ValueError):
@@ -35,6 +38,7 @@ class DOPDConfig(NamedTuple):
     distill: DistillArguments
     rollout: RolloutArguments
     training: Any  # DOPDTrainingArguments, or None when not requested
+    evaluation: EvalArguments = EvalArguments()  # `dopd-cli eval` and evaluation during training
 
 
 def _training_class():
@@ -161,7 +165,7 @@ def parse_config_dict(config: dict[str, Any], with_training: bool = True, source
         pass
     return DOPDConfig(
         built[ModelArguments], built[DataArguments], built[FinetuningArguments],
-        built[DistillArguments], built[RolloutArguments], training,
+        built[DistillArguments], built[RolloutArguments], training, built[EvalArguments],
     )
 
 
