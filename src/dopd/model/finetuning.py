@@ -101,7 +101,8 @@ def apply_finetuning(model: nn.Module, adapter: ModelAdapter, finetuning_args: A
 
     ftype = str(getattr(finetuning_args, "finetuning_type", "full")).lower()
     gc = bool(getattr(training_args, "gradient_checkpointing", False)) if training_args is not None else False
-    if gc:
+    gc = gc or bool(getattr(model, "is_gradient_checkpointing", False))
+    if gc and not getattr(model, "is_gradient_checkpointing", False):
         gc_kwargs = getattr(training_args, "gradient_checkpointing_kwargs", None) or {"use_reentrant": False}
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
         model.config.use_cache = False

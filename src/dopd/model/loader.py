@@ -59,25 +59,40 @@ def load_adapter(name_or_path: str, model_args: Any = None) -> ModelAdapter:
 
 
 def load_model(name_or_path: str, model_args: Any = None, adapter: Optional[ModelAdapter] = None,
-               dtype: Optional[str] = None, is_teacher: bool = False) -> nn.Module:
+               role: str = "student", gradient_checkpointing: bool = False, dtype: Optional[str] = None
+               ) -> nn.Module:
     """Load the transformers model for `name_or_path` with the configured dtype and attention kernel.
 
-    A teacher (`is_teacher=True`) comes back frozen: eval mode, `requires_grad=False` everywhere. Student
-    finetuning (full / freeze / LoRA, gradient checkpointing) is applied separately by `apply_finetuning`.
+    `role="teacher"`: dtype `teacher_torch_dtype` (default `torch_dtype`), returned frozen (eval mode,
+    `requires_grad=False` everywhere). `role="student"`: dtype `torch_dtype`; `gradient_checkpointing` enables
+    non-reentrant checkpointing. Student finetuning (full / freeze / LoRA) is applied by `apply_finetuning`.
     """
     import transformers
 
+    from dopd.hparams import ConfigError
+
+    if role not in ("student", "teacher"):
+        raise ValueError(f"role must be 'student' or 'teacher', got {role!r}")
+    is_teacher = role == "teacher"
     if adapter is None:
         adapter = load_adapter(name_or_path, model_args)
     if dtype is None:
         dtype = getattr(model_args, "torch_dtype", "auto") if model_args is not None else "auto"
+        if is_teacher and getattr(model_args, "teacher_torch_dtype", None):
+            dtype = model_args.teacher_torch_dtype
     auto_cls = getattr(transformers, adapter.auto_model_class)
     kwargs: dict[str, Any] = dict(hub_kwargs(model_args))
     kwargs["dtype"] = resolve_dtype(dtype)
     kwargs["attn_implementation"] = resolve_attn_implementation(getattr(model_args, "attn_implementation", "sdpa"))
-    model = auto_cls.from_pretrained(name_or_path, **kwargs)
+    try:
+        model = auto_cls.from_pretrained(name_or_path, **kwargs)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"cannot load model {name_or_path!r} ({adapter.auto_model_class}): {err}") from None
     if is_teacher:
         freeze_model(model)
+    elif gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
     return model
 
 
@@ -98,7 +113,8 @@ def load_student(model_args: Any, finetuning_args: Any = None, training_args: An
     if not getattr(model_args, "model_name_or_path", None):
         raise ConfigError("model_name_or_path is required (the student)")
     adapter = load_adapter(model_args.model_name_or_path, model_args)
-    model = load_model(model_args.model_name_or_path, model_args, adapter=adapter)
+    gc = bool(getattr(training_args, "gradient_checkpointing", False))
+    model = load_model(model_args.model_name_or_path, model_args, adapter=adapter, gradient_checkpointing=gc)
     if finetuning_args is not None:
         model = apply_finetuning(model, adapter, finetuning_args, model_args=model_args,
                                  training_args=training_args)
@@ -113,6 +129,5 @@ def load_teacher(model_args: Any) -> tuple[nn.Module, ModelAdapter]:
     if not path:
         raise ConfigError("teacher_model_name_or_path is required")
     adapter = load_adapter(path, model_args)
-    dtype = getattr(model_args, "teacher_torch_dtype", None) or getattr(model_args, "torch_dtype", "auto")
-    model = load_model(path, model_args, adapter=adapter, dtype=dtype, is_teacher=True)
+    model = load_model(path, model_args, adapter=adapter, role="teacher")
     return model, adapter

@@ -33,6 +33,17 @@ class TextAdapter(ModelAdapter):
     is_vlm = False
     grounding = "plain"
     auto_model_class = "AutoModelForCausalLM"
+    min_image_size = 28
+
+    def load_image(self, path: Any) -> Any:
+        """Text models never see images (their prompts drop them); opened as RGB only so the data layer can
+        build views for a text-only teacher."""
+        from PIL import Image
+
+        if isinstance(path, Image.Image):
+            return path.convert("RGB")
+        with Image.open(path) as image:
+            return image.convert("RGB")
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, config: Any, model_args: Any = None) -> "TextAdapter":
