@@ -68,7 +68,14 @@ def _load_adapter(model_args: Any, out: TextIO) -> Optional[Any]:
     except ImportError:
         print("note: dopd.model.load_adapter is not available; prompt lengths are not reported", file=out)
         return None
-    return load_adapter(model_args.model_name_or_path, model_args)
+    path = model_args.model_name_or_path
+    try:  # `tiny:<family>` names (demo configs) are resolved (and built on first use) by the train workflow
+        from dopd.train.workflow import resolve_model_path
+
+        path = resolve_model_path(path, "student")
+    except ImportError:
+        pass
+    return load_adapter(path, model_args)
 
 
 def check_data(config: Any, out: TextIO = sys.stdout) -> int:
