@@ -101,11 +101,11 @@ def apply_finetuning(model: nn.Module, adapter: ModelAdapter, finetuning_args: A
 
     ftype = str(getattr(finetuning_args, "finetuning_type", "full")).lower()
     gc = bool(getattr(training_args, "gradient_checkpointing", False)) if training_args is not None else False
-    gc = gc or bool(getattr(model, "is_gradient_checkpointing", False))
-    if gc and not getattr(model, "is_gradient_checkpointing", False):
+    already = is_checkpointing(model)
+    gc = gc or already
+    if gc and not already:
         gc_kwargs = getattr(training_args, "gradient_checkpointing_kwargs", None) or {"use_reentrant": False}
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
-        model.config.use_cache = False
+        enable_checkpointing(model, gc_kwargs)
     if ftype == "full":
         for p in model.parameters():
             p.requires_grad_(True)
@@ -122,6 +122,28 @@ def apply_finetuning(model: nn.Module, adapter: ModelAdapter, finetuning_args: A
     logger.info("finetuning_type=%s: %d / %d parameters trainable (%.2f%%)", ftype, trainable, total,
                 100.0 * trainable / max(total, 1))
     return model
+
+
+def is_checkpointing(model: nn.Module) -> bool:
+    """Activation (gradient) checkpointing on? (transformers 5.x renamed the attribute; both are read.)"""
+    for attr in ("is_activation_checkpointing", "is_gradient_checkpointing"):
+        if hasattr(type(model), attr) or attr in getattr(model, "__dict__", {}):
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                return bool(getattr(model, attr, False))
+    return False
+
+
+def enable_checkpointing(model: nn.Module, kwargs: Optional[dict] = None) -> None:
+    """Non-reentrant activation checkpointing (works with frozen inputs, LoRA and ZeRO-3); cache off in training."""
+    kwargs = kwargs or {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    model.config.use_cache = False
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

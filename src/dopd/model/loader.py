@@ -91,8 +91,9 @@ def load_model(name_or_path: str, model_args: Any = None, adapter: Optional[Mode
     if is_teacher:
         freeze_model(model)
     elif gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.config.use_cache = False
+        from .finetuning import enable_checkpointing
+
+        enable_checkpointing(model)
     return model
 
 
