@@ -78,8 +78,9 @@ def _load_adapter(model_args: Any, out: TextIO) -> Optional[Any]:
     return load_adapter(path, model_args)
 
 
-def check_data(config: Any, out: TextIO = sys.stdout) -> int:
+def check_data(config: Any, out: Optional[TextIO] = None) -> int:
     """Validate the datasets of a parsed config (`dataset` and `eval_dataset`); print reports; exit code."""
+    out = out or sys.stdout
     data_args = config.data
     names = list(dict.fromkeys(split_names(data_args.dataset) + split_names(data_args.eval_dataset)))
     if not names:
