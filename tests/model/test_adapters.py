@@ -188,3 +188,17 @@ def test_unknown_model_path_is_a_config_error(tmp_path) -> None:
 
     with pytest.raises(ConfigError):
         load_adapter(str(tmp_path / "nope"), model_args())
+
+
+@pytest.mark.parametrize("family", ["qwen2", "qwen3_vl"])
+def test_encode_response_matches_rendered_assistant_turn(family: str, tiny_model) -> None:
+    adapter, _ = load(tiny_model(family, "student"))
+    view = PromptView(messages=[{"role": "user", "content": "What is 2+2?"}])
+    prompt = adapter.encode_prompt(view).input_ids
+    resp = adapter.encode_response("The answer is 4.")
+    assert resp[-1] == adapter.end_of_turn_id == adapter.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    full = adapter.tokenizer.apply_chat_template(
+        adapter.to_template_messages(view.messages) + [{"role": "assistant", "content": "The answer is 4."}],
+        tokenize=False)
+    full_ids = adapter.tokenizer(full, add_special_tokens=False)["input_ids"]
+    assert full_ids[:len(prompt) + len(resp)] == prompt + resp

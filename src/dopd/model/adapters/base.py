@@ -125,6 +125,31 @@ class ModelAdapter:
         return ids
 
     @property
+    def end_of_turn_id(self) -> int:
+        """The stop token the chat template closes an assistant turn with (`<|im_end|>` for ChatML)."""
+        if getattr(self, "_end_of_turn_id", None) is None:
+            stops = self.stop_token_ids
+            found = None
+            try:
+                holder = self.processor if self.processor is not None else self.tokenizer
+                text = holder.apply_chat_template(
+                    [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "DOPD_PROBE"}],
+                    tokenize=False, add_generation_prompt=False)
+                suffix = text.split("DOPD_PROBE", 1)[1]
+                ids = self.tokenizer(suffix, add_special_tokens=False)["input_ids"]
+                found = next((int(t) for t in ids if int(t) in stops), None)
+            except Exception:  # templates that refuse this probe: fall back to eos
+                found = None
+            self._end_of_turn_id = found if found is not None else stops[0]
+        return int(self._end_of_turn_id)
+
+    def encode_response(self, text: str) -> list[int]:
+        """A reference answer as response token ids: its text tokens + the end-of-turn token, i.e. exactly the
+        tokens the model should generate after the generation prompt (used for SFT and reference scoring)."""
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return [int(t) for t in ids] + [self.end_of_turn_id]
+
+    @property
     def chat_template(self) -> Optional[str]:
         holder = self.processor if self.processor is not None else self.tokenizer
         return getattr(holder, "chat_template", None) or getattr(self.tokenizer, "chat_template", None)
