@@ -198,8 +198,9 @@ def extract_choice(text: str) -> Optional[str]:
 
 
 def clean_reference(reference: Optional[str]) -> Optional[str]:
-    """The short form of a reference answer: a `\\boxed{}` inside it, or the text after `####` (full-solution
-    references such as MATH's or GSM8K's), else the reference stripped."""
+    """The short form of a reference answer: a `\\boxed{}` inside it, the text after `####`, or a final
+    "Answer: X" of a worked solution (full-solution references such as MATH's, GSM8K's or the demo data's),
+    else the reference stripped."""
     if reference is None:
         return None
     if "\\boxed" in reference or "\\fbox" in reference:
@@ -210,4 +211,7 @@ def clean_reference(reference: Optional[str]) -> Optional[str]:
         tail = reference.rsplit("####", 1)[1].strip()
         if tail:
             return tail
+    stated = extract_answer_line(reference)  # a worked solution ending in "Answer: X"
+    if stated is not None:
+        return stated
     return reference.strip()

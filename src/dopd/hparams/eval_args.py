@@ -51,9 +51,10 @@ class EvalArguments:
         metadata={"help": "Scoring for every dataset, overriding the registry's `eval.metric`: "
                           "auto | exact | numeric | choice."},
     )
-    eval_tolerance: float = field(
-        default=1e-4,
-        metadata={"help": "Numeric metric: |pred - ref| <= eval_tolerance * max(1, |ref|) counts as correct."},
+    eval_tolerance: Optional[float] = field(
+        default=None,
+        metadata={"help": "Numeric metric: |pred - ref| <= tolerance * max(1, |ref|) counts as correct. Overrides the "
+                          "registry's `eval.tolerance` for every dataset; default there: 1e-4."},
     )
     eval_output_dir: Optional[str] = field(
         default=None,
@@ -74,5 +75,5 @@ class EvalArguments:
             raise ValueError("eval_num_samples must be >= 1")
         if self.eval_generation_batch_size < 1:
             raise ValueError("eval_generation_batch_size must be >= 1")
-        if self.eval_tolerance < 0:
+        if self.eval_tolerance is not None and self.eval_tolerance < 0:
             raise ValueError("eval_tolerance must be >= 0")
