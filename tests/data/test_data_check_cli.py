@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import filecmp
 import json
+import os
 import re
 import subprocess
 import sys
@@ -73,7 +74,8 @@ def test_cli_dispatch_exit_codes(bad_dataset, tmp_path, capsys):
 def test_check_data_with_a_model_reports_prompt_lengths(repo_data_dir, tmp_path, monkeypatch, capsys):
     pytest.importorskip("dopd.model.loader")
     pytest.importorskip("dopd.train.workflow")
-    monkeypatch.setenv("DOPD_TINY_DIR", str(tmp_path / "tiny"))
+    if not os.environ.get("DOPD_TINY_DIR"):  # tests/conftest.py shares one tiny-model cache per session
+        monkeypatch.setenv("DOPD_TINY_DIR", str(tmp_path / "tiny"))
     code = run_check_data_cli(None, [f"dataset_dir={repo_data_dir}", "dataset=vlm_demo",
                                      "model_name_or_path=tiny:qwen2_vl:student", "max_samples=4"])
     out = capsys.readouterr().out

@@ -45,7 +45,7 @@ def build_views(
     plain = PromptView(messages=copy.deepcopy(sample.messages), images=list(images))
 
     names = processor_names(sample, data_args)
-    if not names or sample.privileged.is_empty() and "reference" not in names:
+    if not names or (sample.privileged.is_empty() and "reference" not in names):
         return plain, PromptView(copy.deepcopy(plain.messages), list(plain.images))
 
     ctx = PrivilegeContext(sample, vision, data_args, get_convention(vision.grounding), images=list(images))
