@@ -1,0 +1,181 @@
+"""dopd_loss_from_hidden == dopd_loss on the logits it would build, in value and gradient."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dopd.distill import DOPDLossConfig, dopd_loss, dopd_loss_from_hidden
+
+B, T, H, HT, V = 3, 9, 16, 24, 40
+
+
+def make_hidden(seed=0, v_teacher=V, bias=False):
+    g = torch.Generator().manual_seed(seed)
+    h_s = torch.randn(B, T, H, generator=g)
+    h_p = torch.randn(B, T, H, generator=g)
+    h_t = torch.randn(B, T, HT, generator=g)
+    head_s = torch.nn.Linear(H, V, bias=bias)
+    head_t = torch.nn.Linear(HT, v_teacher, bias=bias)
+    with torch.no_grad():
+        head_s.weight.copy_(torch.randn(V, H, generator=g) * 0.7)
+        head_t.weight.copy_(torch.randn(v_teacher, HT, generator=g) * 0.7)
+        if bias:
+            head_s.bias.copy_(torch.randn(V, generator=g))
+            head_t.bias.copy_(torch.randn(v_teacher, generator=g))
+    labels = torch.randint(0, V, (B, T), generator=g)
+    labels[0, :3] = -100
+    labels[2, 6:] = -100
+    return h_s, h_p, h_t, head_s, head_t, labels
+
+
+def by_logits(h_s, h_p, h_t, head_s, head_t, labels, cfg):
+    """Reference: full logits through nn.Linear, then dopd_loss; gradients by autograd through the heads."""
+    h = h_s.clone().requires_grad_(True)
+    head_s.zero_grad()
+    out = dopd_loss(head_s(h), None if h_p is None else head_s(h_p), None if h_t is None else head_t(h_t), labels, cfg)
+    out.loss.backward()
+    grads = (h.grad, head_s.weight.grad.clone(), None if head_s.bias is None else head_s.bias.grad.clone())
+    return out, grads
+
+
+def by_hidden(h_s, h_p, h_t, head_s, head_t, labels, cfg, chunk):
+    h = h_s.clone().requires_grad_(True)
+    head_s.zero_grad()
+    out = dopd_loss_from_hidden(h, h_p, h_t, labels, head_s, head_t, config=cfg, chunk_size=chunk)
+    out.loss.backward()
+    grads = (h.grad, head_s.weight.grad.clone(), None if head_s.bias is None else head_s.bias.grad.clone())
+    return out, grads
+
+
+def assert_same(a, b):
+    (out_a, grads_a), (out_b, grads_b) = a, b
+    assert torch.allclose(out_a.loss, out_b.loss, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(out_a.per_token_loss.detach(), out_b.per_token_loss, atol=1e-5)
+    assert torch.equal(out_a.regimes, out_b.regimes) and torch.equal(out_a.loss_mask, out_b.loss_mask)
+    for ga, gb in zip(grads_a, grads_b):
+        if ga is not None:
+            assert torch.allclose(ga, gb, rtol=1e-4, atol=1e-6)
+    for key, value in out_a.metrics.items():
+        assert value == pytest.approx(out_b.metrics[key], rel=1e-4, abs=1e-6, nan_ok=True), key
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 7, None])
+def test_chunked_equals_unchunked(chunk):
+    data = make_hidden()
+    cfg = DOPDLossConfig(top_k=8)
+    assert_same(by_logits(*data, cfg), by_hidden(*data, cfg, chunk))
+
+
+@pytest.mark.parametrize("preset,drop", [("vanilla_opd", "priv"), ("opsd", "teacher"), ("uniform_dual", None),
+                                         ("ablate_no_teacher", None)])
+def test_chunked_equals_unchunked_for_presets(preset, drop):
+    h_s, h_p, h_t, head_s, head_t, labels = make_hidden(seed=1)
+    if drop == "priv":
+        h_p = None
+    if drop == "teacher":
+        h_t = head_t = None
+    cfg = DOPDLossConfig(top_k=8, preset=preset, aggregation="token")
+    data = (h_s, h_p, h_t, head_s, head_t, labels)
+    assert_same(by_logits(*data, cfg), by_hidden(*data, cfg, 5))
+
+
+def test_bias_padded_teacher_vocabulary_and_pruning():
+    data = make_hidden(seed=2, v_teacher=V + 8, bias=True)
+    cfg = DOPDLossConfig(top_k=8, prune_mode="top", prune_fraction=0.2, temperature=1.3)
+    a, b = by_logits(*data, cfg), by_hidden(*data, cfg, 6)
+    assert_same(a, b)
+    assert b[1][2] is not None and b[1][2].abs().sum() > 0  # bias gradient
+    assert not bool(b[0].loss_mask.all())
+
+
+def test_lm_head_as_weight_tensor_and_frozen():
+    h_s, h_p, h_t, head_s, head_t, labels = make_hidden(seed=3)
+    cfg = DOPDLossConfig(top_k=8)
+    (ref_out, (ref_gh, _, _)) = by_logits(h_s, h_p, h_t, head_s, head_t, labels, cfg)
+    w = head_s.weight.detach()  # frozen: no weight gradient
+    h = h_s.clone().requires_grad_(True)
+    out = dopd_loss_from_hidden(h, h_p, h_t, labels, w, head_t.weight.detach(), config=cfg, chunk_size=4)
+    out.loss.backward()
+    assert torch.allclose(out.loss, ref_out.loss, atol=1e-6) and torch.allclose(h.grad, ref_gh, atol=1e-6)
+    # the hidden states' gradient flows on into whatever produced them
+    x = torch.randn(B, T, H, requires_grad=True)
+    out = dopd_loss_from_hidden(torch.tanh(x), h_p, h_t, labels, w, head_t.weight, config=cfg, chunk_size=4)
+    out.loss.backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_only_student_side_gets_gradient():
+    h_s, h_p, h_t, head_s, head_t, labels = make_hidden(seed=4)
+    h_p.requires_grad_(True)
+    h_t.requires_grad_(True)
+    out = dopd_loss_from_hidden(h_s.requires_grad_(True), h_p, h_t, labels, head_s, head_t, DOPDLossConfig(top_k=8), 5)
+    out.loss.backward()
+    assert h_p.grad is None and h_t.grad is None and head_t.weight.grad is None
+    assert h_s.grad.abs().sum() > 0 and head_s.weight.grad.abs().sum() > 0
+
+
+def test_bf16_hidden_path_is_finite_and_close():
+    h_s, h_p, h_t, head_s, head_t, labels = make_hidden(seed=5)
+    cfg = DOPDLossConfig(top_k=8)
+    ref_out, _ = by_hidden(h_s, h_p, h_t, head_s, head_t, labels, cfg, 4)
+    head_s, head_t = head_s.to(torch.bfloat16), head_t.to(torch.bfloat16)
+    h = h_s.to(torch.bfloat16).requires_grad_(True)
+    out = dopd_loss_from_hidden(h, h_p.bfloat16(), h_t.bfloat16(), labels, head_s, head_t, config=cfg, chunk_size=4)
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and torch.isfinite(h.grad.float()).all()
+    assert h.grad.dtype == torch.bfloat16 and head_s.weight.grad.dtype == torch.bfloat16
+    assert torch.isfinite(head_s.weight.grad.float()).all()
+    assert out.loss.item() == pytest.approx(ref_out.loss.item(), rel=0.1)
+
+
+def test_no_grad_mode_gives_values_only():
+    data = make_hidden(seed=6)
+    cfg = DOPDLossConfig(top_k=8)
+    ref_out, _ = by_logits(*data, cfg)
+    with torch.no_grad():
+        out = dopd_loss_from_hidden(data[0], data[1], data[2], data[5], data[3], data[4], config=cfg, chunk_size=5)
+    assert not out.loss.requires_grad
+    assert torch.allclose(out.loss, ref_out.loss, atol=1e-6)
+
+
+def test_hidden_input_errors():
+    h_s, h_p, h_t, head_s, head_t, labels = make_hidden()
+    with pytest.raises(ValueError, match="teacher_lm_head"):
+        dopd_loss_from_hidden(h_s, h_p, h_t, labels, head_s, None)
+    small = torch.nn.Linear(HT, V - 1)
+    with pytest.raises(ValueError, match="fewer"):
+        dopd_loss_from_hidden(h_s, h_p, h_t, labels, head_s, small)
+    with pytest.raises(ValueError, match="needs the privileged"):
+        dopd_loss_from_hidden(h_s, None, h_t, labels, head_s, head_t)
+
+
+def test_peak_memory_of_a_chunk_does_not_grow_with_tokens():
+    """Largest tensor the hidden path allocates is [chunk, V] (traced with a dispatch mode), not [tokens, V]."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Largest(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.largest = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, (tuple, list)) else (out,):
+                if isinstance(t, torch.Tensor):
+                    self.largest = max(self.largest, t.numel())
+            return out
+
+    vocab, hidden, chunk = 500, 8, 16
+    sizes = {}
+    for tokens in (64, 256):
+        g = torch.Generator().manual_seed(0)
+        h = [torch.randn(1, tokens, hidden, generator=g) for _ in range(3)]
+        w = torch.randn(vocab, hidden, generator=g, requires_grad=True)
+        labels = torch.randint(0, vocab, (1, tokens), generator=g)
+        h0 = h[0].requires_grad_(True)
+        with Largest() as mode:
+            out = dopd_loss_from_hidden(h0, h[1], h[2], labels, w, w.detach(), DOPDLossConfig(top_k=8),
+                                        chunk_size=chunk)
+            out.loss.backward()
+        sizes[tokens] = mode.largest
+    assert sizes[64] == sizes[256] == vocab * max(chunk, hidden)  # one chunk of logits (or the [V, H] weight grad)
