@@ -111,6 +111,9 @@ class ModelAdapter:
     @property
     def stop_token_ids(self) -> list[int]:
         """eos plus the chat template's end-of-turn token (`<|im_end|>`, `<|eot_id|>`, ...), in that order."""
+        cached = getattr(self, "_stop_ids", None)
+        if cached is not None:
+            return list(cached)
         ids: list[int] = []
         candidates: list[Any] = [self.tokenizer.eos_token_id]
         gen_eos = getattr(getattr(self, "generation_config", None), "eos_token_id", None)
@@ -122,7 +125,8 @@ class ModelAdapter:
         for tid in candidates:
             if tid is not None and int(tid) not in ids:
                 ids.append(int(tid))
-        return ids
+        self._stop_ids = ids
+        return list(ids)
 
     @property
     def end_of_turn_id(self) -> int:
