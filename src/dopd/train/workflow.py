@@ -63,7 +63,8 @@ def run_train(cfg: DOPDConfig) -> TrainResult:
     from dopd.train.plots import plot_log_history
     from dopd.train.trainer import DOPDTrainer
 
-    model_args, data_args, ft_args, distill_args, rollout_args, training_args = cfg
+    model_args, data_args, ft_args = cfg.model, cfg.data, cfg.finetuning
+    distill_args, rollout_args, training_args = cfg.distill, cfg.rollout, cfg.training
     stage = ft_args.stage
     if not data_args.dataset:
         raise ConfigError("`dataset` is required: a name (or comma-separated names) from dataset_info.json")
@@ -100,7 +101,7 @@ def run_train(cfg: DOPDConfig) -> TrainResult:
     )
     trainer = DOPDTrainer(
         model=model, args=training_args, train_dataset=train_dataset, data_collator=collate_encoded_samples,
-        processing_class=adapter.processor, adapter=adapter, teacher=teacher, teacher_adapter=teacher_adapter,
+        processing_class=adapter.processor or adapter.tokenizer, adapter=adapter, teacher=teacher, teacher_adapter=teacher_adapter,
         stage=stage, loss_config=loss_config, rollout_args=rollout_args, distill_args=distill_args,
     )
     stop = GracefulStopCallback()
