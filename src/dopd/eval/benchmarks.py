@@ -217,8 +217,8 @@ register_benchmark(Benchmark(
 ))
 register_benchmark(Benchmark(
     "logicvista", "github:Yijia-Xiao/LogicVista (data/dataset.json + data/images)", "all", is_vlm=True,
-    convert=convert_logicvista,
-    eval={"extractor": "choice", "metric": "auto", "suffix": CHOICE_SUFFIX},
+    convert=convert_logicvista,  # answers: a letter, a letter set ("A, C") or an option number ("3")
+    eval={"extractor": "auto", "metric": "auto", "suffix": CHOICE_SUFFIX},
 ))
 register_benchmark(Benchmark(
     "mmmu", "HuggingFaceM4/MMMU", "validation", is_vlm=True, convert=convert_mmmu,
