@@ -88,6 +88,7 @@ _ANSWER = re.compile(
 
 def _strip_answer(value: str) -> str:
     value = value.strip().strip("*").strip()  # markdown bold: **Answer:** B
+    value = value.rstrip(".").strip()
     value = re.sub(r"^\$+|\$+$", "", value).strip()
     return value.rstrip(".").strip()
 

@@ -73,8 +73,8 @@ def parse_number(text: Optional[str]) -> Optional[float]:
     """A number written as `1,234.5`, `-3/4`, `\\frac{3}{4}`, `50%` (-> 0.5), `1e-3`, `x = 5`, `\\$12`; else None."""
     if text is None:
         return None
-    s = normalize_answer(text)
-    s = s.replace("\\%", "%").replace("\\$", "")
+    s = normalize_answer(text.replace("\\$", ""))
+    s = s.replace("\\%", "%")
     if "=" in s:  # "x=5": the right-hand side
         s = s.rsplit("=", 1)[1]
     percent = s.endswith("%")
