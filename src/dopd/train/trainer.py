@@ -19,7 +19,7 @@ from transformers import Trainer
 
 from dopd.train.distributed import prepare_teacher
 from dopd.train.rollout import RolloutResult, generation_kwargs, model_for_generation, repeat_each
-from dopd.train.scoring import gather_response
+from dopd.train.scoring import gather_response, restrict_head
 
 
 class DOPDTrainer(Trainer):
@@ -104,7 +104,8 @@ class DOPDTrainer(Trainer):
         batch = _to_device(batch, self.args.device)
         hidden, lm_head = adapter.forward_hidden(model, batch)
         packed, packed_labels = gather_response(hidden, labels.to(hidden.device))
-        return packed, packed_labels, lm_head
+        # both heads are cut to the student's tokenizer: the ids the student can sample (compatibility-checked)
+        return packed, packed_labels, restrict_head(lm_head, self.adapter.vocab_size)
 
     def _distill_loss(self, model: torch.nn.Module, samples: list, rollout: RolloutResult) -> torch.Tensor:
         from dopd.distill import dopd_loss_from_hidden

@@ -109,6 +109,12 @@ class ModelAdapter:
         return len(self.tokenizer)
 
     @property
+    def suppressed_token_ids(self) -> list[int]:
+        """Tokens an answer must never contain (a VLM's image/video markers: sampled into a response they would
+        make the multimodal position code look for an image that is not there)."""
+        return []
+
+    @property
     def stop_token_ids(self) -> list[int]:
         """eos plus the chat template's end-of-turn token (`<|im_end|>`, `<|eot_id|>`, ...), in that order."""
         cached = getattr(self, "_stop_ids", None)
@@ -365,6 +371,8 @@ class ModelAdapter:
         kw = dict(gen_kwargs)
         kw.setdefault("eos_token_id", self.stop_token_ids)
         kw.setdefault("pad_token_id", self.pad_token_id)
+        if self.suppressed_token_ids:
+            kw["suppress_tokens"] = sorted(set(kw.get("suppress_tokens") or []) | set(self.suppressed_token_ids))
         width = self.unwrap(model).get_output_embeddings().weight.shape[0]
         if width > self.vocab_size:
             # logit rows beyond the tokenizer are padding: never sample them

@@ -102,6 +102,11 @@ class QwenVLAdapter(ModelAdapter):
     def video_token_id(self) -> Optional[int]:
         return getattr(self.config, "video_token_id", None)
 
+    @property
+    def suppressed_token_ids(self) -> list[int]:  # type: ignore[override]
+        names = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
+        return [int(v) for v in (getattr(self.config, n, None) for n in names) if v is not None]
+
     # ---------------------------------------------------------------- rendering
     def to_template_messages(self, messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         out = []
