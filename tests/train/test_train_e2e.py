@@ -147,3 +147,17 @@ def test_bad_data_fails_before_any_model_loads(tmp_path, monkeypatch):
 def test_unknown_key_fails_before_anything(tmp_path):
     with pytest.raises(ConfigError, match="num_generation.*num_generations"):
         parse_config(None, ["num_generation=2"])
+
+
+def test_evaluation_during_training_is_logged(tmp_path):
+    cfg = make_config(tmp_path, max_steps=2, eval_strategy="steps", eval_steps=1, eval_dataset="llm_demo",
+                      eval_max_new_tokens=4, save_steps=10)
+    run_train(cfg)
+    evals = [r for r in read_log(cfg.training.output_dir) if "eval/llm_demo/accuracy" in r]
+    assert [r["step"] for r in evals] == [1, 2]
+    assert all(0.0 <= r["eval/llm_demo/accuracy"] <= 1.0 for r in evals)
+
+
+def test_eval_strategy_without_eval_dataset_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="eval_dataset"):
+        run_train(make_config(tmp_path, eval_strategy="steps", eval_steps=1))

@@ -33,6 +33,8 @@ class DOPDTrainer(Trainer):
         loss_config: Any = None,
         rollout_args: Any = None,
         distill_args: Any = None,
+        data_args: Any = None,
+        eval_args: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -43,6 +45,8 @@ class DOPDTrainer(Trainer):
         self.loss_config = loss_config
         self.rollout_args = rollout_args
         self.distill_args = distill_args
+        self.data_args = data_args
+        self.eval_args = eval_args
         self._metrics: dict[str, list[float]] = defaultdict(list)
         self.skip_next_update = False  # set by a non-finite loss; honoured by NonFiniteLossCallback
         if self.teacher is not None:
@@ -151,6 +155,23 @@ class DOPDTrainer(Trainer):
         loss = (per_token * mask).sum() / mask.sum().clamp_min(1.0)
         self._record("sft/response_length", float(mask.sum()) / len(samples))
         return loss
+
+    # ------------------------------------------------------------------ evaluation during training
+    def evaluate(self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval") -> dict:
+        """Held-out accuracy of the deployed student (plain view unless `eval_with_privilege`), by generation.
+
+        Every rank evaluates the same samples (under ZeRO-3 all ranks must join the parameter gather anyway)."""
+        from dopd.eval import evaluate_samples
+
+        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        with model_for_generation(self.model_wrapped, self.accelerator) as model:
+            result = evaluate_samples(model, self.adapter, dataset.samples, self.data_args, self.eval_args,
+                                      self.rollout_args)
+        metrics = {f"{metric_key_prefix}/{key}": value for key, value in result.metrics.items()}
+        metrics[f"{metric_key_prefix}/seconds"] = result.seconds
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
 
     # ------------------------------------------------------------------ non-finite losses
     def _guard_finite(self, loss: torch.Tensor) -> torch.Tensor:

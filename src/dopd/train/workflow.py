@@ -79,6 +79,11 @@ def run_train(cfg: DOPDConfig) -> TrainResult:
     samples = load_and_validate(data_args, data_args.dataset)
     if not samples:
         raise ConfigError(f"dataset `{data_args.dataset}` has no valid samples")
+    eval_samples = None
+    if training_args.eval_strategy != "no":
+        if not data_args.eval_dataset:
+            raise ConfigError(f"eval_strategy={training_args.eval_strategy.value} needs `eval_dataset`")
+        eval_samples = load_and_validate(data_args, data_args.eval_dataset)
 
     # 2. models
     student_path = resolve_model_path(model_args.model_name_or_path, "student")
@@ -99,8 +104,10 @@ def run_train(cfg: DOPDConfig) -> TrainResult:
         samples, adapter, data_args, teacher_adapter=teacher_adapter,
         teacher_sees_privileged=distill_args.teacher_sees_privileged,
     )
+    eval_dataset = PromptViewDataset(eval_samples, adapter, data_args) if eval_samples else None
     trainer = DOPDTrainer(
-        model=model, args=training_args, train_dataset=train_dataset, data_collator=collate_encoded_samples,
+        model=model, args=training_args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+        data_collator=collate_encoded_samples, data_args=data_args, eval_args=cfg.evaluation,
         processing_class=adapter.processor or adapter.tokenizer, adapter=adapter, teacher=teacher, teacher_adapter=teacher_adapter,
         stage=stage, loss_config=loss_config, rollout_args=rollout_args, distill_args=distill_args,
     )
