@@ -1,0 +1,184 @@
+"""One training step of `dopd`, `vanilla_opd` and `sft` on the same model and batch, split into rollout, scoring and
+update (issue 8, part 2). Target: a DOPD step costs at most 1.3x a vanilla OPD step.
+
+What runs: the real `DOPDTrainer`, constructed as `dopd.train.workflow.run_train` constructs it, on a small in-memory
+dataset (text: a hint as p; VLM: one image + two labelled boxes as p), with a Qwen2 (text) or Qwen2-VL (VLM) student
+and teacher built from config (random init, real Qwen2 tokenizer and 151,936-row vocabulary). Each stage gets a fresh
+student with the same initial weights and the same batches (same seed); one warm-up step, then `--steps` timed steps.
+
+Equal work: every rollout generates exactly `--max-new-tokens` tokens per answer (`min_new_tokens = max_new_tokens`
+is added to the rollout's generation kwargs, so no stop token can end an answer early); `sft` trains on reference
+answers of the same length, one per prompt (it has no rollout, so `batch` sequences, not `batch x G`).
+`vanilla_opd` runs as the paper's main baseline: the teacher scores the plain prompt x (`teacher_sees_privileged:
+false`); `dopd`'s teacher and privileged student score x+p.
+
+Stages, per step (seconds; CUDA synchronised at each boundary):
+  rollout : `DOPDTrainer.rollout` (the trainer's `time/rollout_s`)
+  scoring : the three (dopd) / two (vanilla_opd) / one (sft) forward passes + the objective (`time/scoring_s`;
+            for sft: the forward + cross-entropy)
+  update  : the rest of the optimizer step: backward, optimizer step, zero_grad (step wall time - rollout - scoring)
+  step    : wall time of the whole optimizer step (TrainerCallback on_step_begin -> on_step_end)
+Each figure is the median over the timed steps (robust to a step slowed by another process on a shared machine);
+every step's times are in the JSON.
+
+    python benchmarks/bench_step.py --out step.json                                  # GPU-size defaults
+    python benchmarks/bench_step.py --device cuda --dtype bfloat16 --out step.json
+    python benchmarks/bench_step.py --hidden 256 --layers 2 --teacher-hidden 384 --teacher-layers 2 \
+        --batch 2 --num-generations 2 --max-new-tokens 16 --steps 2                  # small CPU run
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import sys
+import time
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+STAGES = ("dopd", "vanilla_opd", "sft")
+FAMILIES = {"text": "qwen2", "vlm": "qwen2_vl"}
+TARGET = 1.3
+
+
+def run_stage(args: argparse.Namespace, family: str, stage: str, teacher: Any, teacher_dir: str) -> dict[str, Any]:
+    import torch
+
+    student, student_dir, _, _ = common.build_pair(args, family, need_teacher=False)
+    max_steps = args.warmup + args.steps
+    extra: dict[str, Any] = {"loss_chunk_size": args.chunk_size}
+    if stage == "vanilla_opd":
+        extra["teacher_sees_privileged"] = False
+    cfg = common.dopd_config(args, stage, student_dir, None if stage == "sft" else teacher_dir, args.batch,
+                             args.num_generations, args.max_new_tokens, max_steps, **extra)
+    from dopd.model import load_adapter
+
+    tok = load_adapter(student_dir).tokenizer
+    response = common.response_text(tok, args.max_new_tokens)
+    samples = common.make_samples(family, args.batch * max_steps, args.prompt_words, args.hint_words, response,
+                                  image_dir=os.path.join(common.workdir(args), "images"))
+    trainer = common.make_dopd_trainer(cfg, student, None if stage == "sft" else teacher, samples)
+    if not args.free_length:
+        common.fixed_length_rollouts(trainer.adapter)
+    # CUDA: synchronise at the end of each timed phase, so the trainer's own timers include the GPU work
+    trainer._distill_loss = common.synchronised(trainer._distill_loss, args.device)
+    sft_times: list[float] = []
+    if stage == "sft":
+        inner = trainer._sft_loss
+
+        def timed_sft(*a: Any, **kw: Any) -> Any:
+            start = time.perf_counter()
+            out = inner(*a, **kw)
+            common.sync(args.device)
+            sft_times.append(time.perf_counter() - start)
+            return out
+
+        trainer._sft_loss = timed_sft
+    timer = common.step_timer(args.device)
+    trainer.add_callback(timer)
+    common.quiet(trainer)
+    trainer.train()
+
+    logs = [e for e in trainer.state.log_history if "time/update_s" in e][args.warmup:]
+    steps = timer.times[args.warmup:]
+    if stage == "sft":
+        rollout = [0.0] * len(steps)
+        scoring = sft_times[args.warmup:]
+        tokens = [float(args.max_new_tokens)] * len(steps)
+    else:
+        rollout = [e["time/rollout_s"] for e in logs]
+        scoring = [e["time/scoring_s"] for e in logs]
+        tokens = [e["rollout/response_length"] for e in logs]
+    backward = [e["time/update_s"] for e in logs]
+    result = {
+        "family": family, "stage": stage, "steps": len(steps),
+        "sequences": args.batch * (1 if stage == "sft" else args.num_generations),
+        "response_length": common.mean(tokens),
+        "rollout_s": common.median(rollout), "scoring_s": common.median(scoring),
+        "update_s": common.median([s - r - c for s, r, c in zip(steps, rollout, scoring)]),
+        "backward_s": common.median(backward), "step_s": common.median(steps), "step_times_s": steps,
+        "rollout_times_s": rollout, "scoring_times_s": scoring,
+        "params_student": common.count_params(student),
+    }
+    if args.device.startswith("cuda"):
+        result["cuda_max_memory_allocated"] = int(torch.cuda.max_memory_allocated())
+        torch.cuda.reset_peak_memory_stats()
+    del trainer, student
+    gc.collect()
+    if args.device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    common.add_common_args(parser)
+    parser.add_argument("--families", default="text,vlm", help="comma-separated: text (Qwen2), vlm (Qwen2-VL)")
+    parser.add_argument("--stages", default=",".join(STAGES), help="comma-separated stages")
+    parser.add_argument("--batch", type=int, default=4, help="prompts per step (per_device_train_batch_size)")
+    parser.add_argument("--num-generations", type=int, default=4, help="answers per prompt (G)")
+    parser.add_argument("--max-new-tokens", type=int, default=256, help="answer length (every answer, see above)")
+    parser.add_argument("--prompt-words", type=int, default=48, help="words of each prompt")
+    parser.add_argument("--hint-words", type=int, default=32, help="words of the privileged hint (text)")
+    parser.add_argument("--chunk-size", type=int, default=1024, help="loss_chunk_size of the objective")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per stage")
+    parser.add_argument("--free-length", action="store_true",
+                        help="let answers stop at a stop token (default: exactly --max-new-tokens tokens)")
+    args = parser.parse_args(argv)
+    common.setup_torch(args)
+
+    families = [FAMILIES.get(f, f) for f in args.families.split(",") if f]
+    stages = [s for s in args.stages.split(",") if s]
+    env = common.environment(args)
+    print(f"bench_step on {env.get('gpu') or env['cpu']} ({env['cpu_count']} cores), torch {env['torch']}, "
+          f"transformers {env['transformers']}, {args.dtype}", flush=True)
+    results: list[dict[str, Any]] = []
+    ratios: dict[str, dict[str, float]] = {}
+    for family in families:
+        _, _, teacher, teacher_dir = common.build_pair(args, family, need_teacher=True)
+        for stage in stages:
+            started = time.perf_counter()
+            res = run_stage(args, family, stage, teacher, teacher_dir)
+            res["wall_s"] = time.perf_counter() - started
+            results.append(res)
+            print(f"  {family} {stage}: {res['step_s']:.3f} s/step ({res['wall_s']:.0f} s incl. setup)", flush=True)
+        del teacher
+        gc.collect()
+        by_stage = {r["stage"]: r for r in results if r["family"] == family}
+        if "dopd" in by_stage and "vanilla_opd" in by_stage:
+            d, v = by_stage["dopd"], by_stage["vanilla_opd"]
+            ratios[family] = {f"dopd/vanilla_opd {k}": d[k] / v[k] for k in ("step_s", "rollout_s", "scoring_s",
+                                                                          "update_s") if v[k] > 0}
+        if "sft" in by_stage and "vanilla_opd" in by_stage:
+            ratios.setdefault(family, {})["sft/vanilla_opd step_s"] = by_stage["sft"]["step_s"] / \
+                by_stage["vanilla_opd"]["step_s"]
+
+    headers = ["model", "stage", "seqs", "resp len", "rollout s", "scoring s", "update s", "step s",
+               "rollout %", "scoring %", "update %"]
+    rows = []
+    for r in results:
+        total = r["step_s"]
+        rows.append([r["family"], r["stage"], r["sequences"], r["response_length"], r["rollout_s"], r["scoring_s"],
+                     r["update_s"], r["step_s"], 100 * r["rollout_s"] / total, 100 * r["scoring_s"] / total,
+                     100 * r["update_s"] / total])
+    table = common.print_table(headers, rows, title="seconds per step (median of the timed steps) and the split")
+    ratio_rows = []
+    for family, rs in ratios.items():
+        for name, value in rs.items():
+            target = TARGET if name == "dopd/vanilla_opd step_s" else None
+            ratio_rows.append([family, name, value, target,
+                               common.verdict(value, target) if target is not None else ""])
+    ratio_table = common.print_table(["model", "ratio", "value", "target", "verdict"], ratio_rows,
+                                     title="ratios (same run, same model and batch)")
+    common.write_json(args.out, {"benchmark": "bench_step", "environment": env, "args": {
+        k: v for k, v in vars(args).items() if not k.startswith("_")}, "results": results, "ratios": ratios,
+        "target": {"dopd/vanilla_opd step_s": TARGET}, "table": table, "ratio_table": ratio_table})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
