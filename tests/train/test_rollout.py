@@ -34,7 +34,7 @@ def test_scorings_see_the_generated_tokens(tmp_path, monkeypatch, family, datase
     def spy_score(self, model, adapter, prompts, responses):
         packed, labels, head = original_score(self, model, adapter, prompts, responses)
         with torch.no_grad():
-            greedy = head(packed).argmax(-1)
+            greedy = head(packed)[..., : self.adapter.vocab_size].argmax(-1)
         scored.append((model is self.teacher, [list(r) for r in responses], labels.clone(), greedy))
         return packed, labels, head
 

@@ -14,14 +14,6 @@ REPO = Path(__file__).resolve().parents[2]
 REGIMES = ("HT", "HS", "LH", "LL")
 
 
-@pytest.fixture(scope="session", autouse=True)
-def tiny_dir(tmp_path_factory):
-    """Tiny models are built once per test session (or reused from DOPD_TINY_DIR when set)."""
-    if "DOPD_TINY_DIR" not in os.environ:
-        os.environ["DOPD_TINY_DIR"] = str(tmp_path_factory.mktemp("tiny_models"))
-    return os.environ["DOPD_TINY_DIR"]
-
-
 def make_config(tmp_path, family="qwen2", dataset="llm_demo", **overrides):
     base = {
         "model_name_or_path": f"tiny:{family}:student",

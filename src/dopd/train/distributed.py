@@ -39,15 +39,52 @@ def prepare_teacher(teacher: torch.nn.Module, accelerator: Any, device: torch.de
 
 
 def use_gloo_for_cpu_deepspeed() -> None:
-    """DeepSpeed through transformers' Trainer on a machine without CUDA: accelerate picks no backend unless told.
+    """Make multi-process runs work on a machine without CUDA (how the DeepSpeed paths are tested here).
 
-    Launched by torchrun (LOCAL_RANK set) with no CUDA, initialise torch.distributed with gloo ourselves before the
-    TrainingArguments' device setup, so DeepSpeed (ZeRO-2/3 on CPU) and accelerate find a working process group.
+    Under torchrun (LOCAL_RANK set) with no CUDA and no `use_cpu`, accelerate chooses no process-group backend and
+    trains as a single process while DeepSpeed counts every rank: the batch-size check fails. We make accelerate's
+    backend choice gloo / MULTI_CPU in exactly that case; DeepSpeed then initialises its communication over gloo and
+    accelerate switches the state to DEEPSPEED as usual. Nothing changes where CUDA is available.
     """
     if "LOCAL_RANK" not in os.environ or torch.cuda.is_available():
         return
-    import torch.distributed as dist
+    from accelerate.state import PartialState
+    from accelerate.utils import DistributedType
 
-    if not dist.is_initialized():
-        dist.init_process_group(backend="gloo")
-    os.environ.setdefault("ACCELERATE_TORCH_DEVICE", "cpu")
+    original = PartialState._prepare_backend
+    if getattr(original, "_dopd_gloo", False):
+        return
+
+    def prepare_backend(self: Any, cpu: bool = False, sagemaker_dp: bool = False, backend: Any = None):
+        chosen, distributed_type = original(self, cpu, sagemaker_dp, backend)
+        if chosen is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            return "gloo", DistributedType.MULTI_CPU
+        return chosen, distributed_type
+
+    prepare_backend._dopd_gloo = True  # type: ignore[attr-defined]
+    PartialState._prepare_backend = prepare_backend
+
+
+def rank_checksums(model: torch.nn.Module, accelerator: Any) -> list[float]:
+    """One float64 checksum of the student's parameters per rank (all-gathered; ZeRO-3 parameters gathered one at a
+    time). Replicas that drifted apart (a sync bug, a rank that skipped an update) show different values."""
+    unwrapped = accelerator.unwrap_model(model)
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    zero3 = plugin is not None and plugin.zero_stage == 3
+    total = torch.zeros((), dtype=torch.float64, device=accelerator.device)
+    for index, param in enumerate(unwrapped.parameters()):
+        if zero3:
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters([param], modifier_rank=None):
+                total += _weighted_sum(param.data, index)
+        else:
+            total += _weighted_sum(param.data, index)
+    gathered = accelerator.gather(total.reshape(1))
+    return [float(v) for v in gathered.tolist()]
+
+
+def _weighted_sum(tensor: torch.Tensor, index: int) -> torch.Tensor:
+    flat = tensor.detach().double().flatten()
+    weights = torch.linspace(1.0, 2.0, flat.numel(), dtype=torch.float64, device=flat.device)
+    return (flat * weights).sum() * (1.0 + 1e-3 * index)

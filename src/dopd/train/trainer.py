@@ -108,11 +108,10 @@ class DOPDTrainer(Trainer):
         batch = _to_device(batch, self.args.device)
         hidden, lm_head = adapter.forward_hidden(model, batch)
         packed, packed_labels = gather_response(hidden, labels.to(hidden.device))
-        # both heads are cut to the student's tokenizer: the ids the student can sample (compatibility-checked)
-        return packed, packed_labels, restrict_head(lm_head, self.adapter.vocab_size)
+        return packed, packed_labels, lm_head
 
     def _distill_loss(self, model: torch.nn.Module, samples: list, rollout: RolloutResult) -> torch.Tensor:
-        from dopd.distill import dopd_loss_from_hidden
+        from dopd.distill import dopd_loss, dopd_loss_from_hidden
 
         group = self.rollout_args.num_generations
         student = self.accelerator.unwrap_model(model)
@@ -130,10 +129,20 @@ class DOPDTrainer(Trainer):
                 hidden_t, labels_t, head_t = self._score(self.teacher, self.teacher_adapter, teacher_prompts,
                                                          rollout.responses)
                 _check_same_tokens(labels, labels_t, "teacher")
-        out = dopd_loss_from_hidden(
-            hidden_s, hidden_p, hidden_t, labels, head_s, head_t, config=cfg,
-            chunk_size=self.distill_args.loss_chunk_size or None,
-        )
+        vocab = self.adapter.vocab_size  # the ids the student can sample (teacher compatibility-checked)
+        if self._params_partitioned():
+            # ZeRO-3: lm_head weights exist only inside their module's forward (DeepSpeed gathers them in hooks),
+            # so the heads are called as modules and the objective runs on logits (memory grows with T x V).
+            with torch.no_grad():
+                logits_p = head_s(hidden_p)[..., :vocab] if hidden_p is not None else None
+                logits_t = head_t(hidden_t)[..., :vocab] if hidden_t is not None else None
+            out = dopd_loss(head_s(hidden_s)[..., :vocab], logits_p, logits_t, labels, config=cfg)
+        else:
+            out = dopd_loss_from_hidden(
+                hidden_s, hidden_p, hidden_t, labels, restrict_head(head_s, vocab),
+                restrict_head(head_t, vocab) if head_t is not None else None, config=cfg,
+                chunk_size=self.distill_args.loss_chunk_size or None,
+            )
         for key, value in out.metrics.items():
             if value is not None and not (isinstance(value, float) and math.isnan(value)):
                 self._record(f"dopd/{key}", value)
@@ -149,12 +158,16 @@ class DOPDTrainer(Trainer):
         responses = [self.adapter.encode_response(s.response) for s in samples]
         student = self.accelerator.unwrap_model(model)
         hidden, labels, lm_head = self._score(student, self.adapter, prompts, responses)
-        logits = lm_head(hidden).float()
+        logits = lm_head(hidden)[..., : self.adapter.vocab_size].float()
         per_token = F.cross_entropy(logits.flatten(0, 1), labels.flatten().clamp_min(0), reduction="none")
         mask = labels.ne(-100).flatten().float()
         loss = (per_token * mask).sum() / mask.sum().clamp_min(1.0)
         self._record("sft/response_length", float(mask.sum()) / len(samples))
         return loss
+
+    def _params_partitioned(self) -> bool:
+        plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
+        return plugin is not None and plugin.zero_stage == 3
 
     # ------------------------------------------------------------------ evaluation during training
     def evaluate(self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval") -> dict:

@@ -6,8 +6,11 @@ data problems before any model is loaded.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import shutil
+import time
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
@@ -40,9 +43,22 @@ def resolve_model_path(name_or_path: Optional[str], role: str) -> Optional[str]:
     tokenizer = parts[2] if len(parts) > 2 else "bpe"
     out_dir = os.path.join(os.environ.get("DOPD_TINY_DIR", os.path.join("models", "tiny")),
                            f"{family}-{size}-{tokenizer}")
-    if not os.path.isfile(os.path.join(out_dir, "config.json")):
+    ready = os.path.join(out_dir, "dopd_tiny.json")  # written last by build_tiny_model
+    if int(os.environ.get("LOCAL_RANK", "0")) != 0:
+        # only local rank 0 builds (save_pretrained writes weights on the main process only); the others wait
+        deadline = time.monotonic() + 600
+        while not os.path.isfile(ready):
+            if time.monotonic() > deadline:
+                raise ConfigError(f"timed out waiting for local rank 0 to build {out_dir}")
+            time.sleep(0.5)
+    elif not os.path.isfile(ready):
         logger.info("building tiny %s %s model (%s tokenizer) in %s", family, size, tokenizer, out_dir)
-        build_tiny_model(family, out_dir, size=size, tokenizer=tokenizer)
+        private = f"{out_dir}.building-{os.getpid()}"
+        build_tiny_model(family, private, size=size, tokenizer=tokenizer)
+        try:
+            os.rename(private, out_dir)  # atomic: a reader never sees a half-written folder
+        except OSError:  # another job finished first; the build is deterministic
+            shutil.rmtree(private, ignore_errors=True)
     return out_dir
 
 
@@ -122,6 +138,8 @@ def run_train(cfg: DOPDConfig) -> TrainResult:
         stop.uninstall()
 
     # 4. outputs
+    if trainer.accelerator.num_processes > 1:
+        _check_replicas(trainer, training_args.output_dir)
     trainer.save_model(training_args.output_dir)
     trainer.save_state()
     plots = []
@@ -130,6 +148,18 @@ def run_train(cfg: DOPDConfig) -> TrainResult:
     stopped = "non-finite loss" if nonfinite.stopped_for_nonfinite else ("signal" if stop.requested else None)
     return TrainResult(training_args.output_dir, trainer.state.global_step, trainer.state.log_history, plots,
                        stopped)
+
+
+def _check_replicas(trainer: Any, output_dir: str) -> None:
+    from dopd.train.distributed import rank_checksums
+
+    sums = rank_checksums(trainer.model_wrapped, trainer.accelerator)
+    if trainer.is_world_process_zero():
+        agree = max(sums) - min(sums) <= 1e-9 * max(1.0, abs(sums[0]))
+        if not agree:
+            logger.warning("ranks hold different weights after training: checksums %s", sums)
+        with open(os.path.join(output_dir, "rank_checksums.json"), "w", encoding="utf-8") as fh:
+            json.dump({"checksums": sums, "agree": agree}, fh)
 
 
 def run_train_cli(config_path: Optional[str], overrides: Sequence[str]) -> int:
