@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Shared launcher for the train_*.sh scripts: `dopd_launch SUBCOMMAND DEFAULT_CONFIG [CONFIG.yaml] [key=value ...]`.
 # Environment: NPROC_PER_NODE (default: visible GPUs, 1 without CUDA), NNODES (1), NODE_RANK (0),
-# MASTER_ADDR (127.0.0.1), MASTER_PORT (29500). More than one process in all -> torchrun (DeepSpeed is configured
-# by the `deepspeed:` key of the YAML); one -> a plain process.
+# MASTER_ADDR (127.0.0.1), MASTER_PORT (29500). On a GPU machine, or with more than one process in all -> torchrun
+# (DeepSpeed is configured by the `deepspeed:` key of the YAML and needs a launcher even on one GPU); else a plain
+# process.
 set -euo pipefail
 
 dopd_launch() {
@@ -19,7 +20,7 @@ dopd_launch() {
   local master_addr="${MASTER_ADDR:-127.0.0.1}" master_port="${MASTER_PORT:-29500}"
 
   local cmd
-  if (( nproc * nnodes > 1 )); then
+  if (( nproc * nnodes > 1 || gpus > 0 )); then
     cmd=(torchrun --nnodes "$nnodes" --node_rank "$node_rank" --nproc_per_node "$nproc"
          --master_addr "$master_addr" --master_port "$master_port" -m dopd "$subcommand" "$config" "$@")
   else

@@ -83,3 +83,12 @@ def test_cli_env_and_unknown_key(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2
     assert "unknown key `datset`" in bad.stderr and "dataset" in bad.stderr
+
+
+def test_config_reference_is_current():
+    from pathlib import Path
+
+    from dopd.hparams.reference import render_reference
+
+    doc = Path(__file__).resolve().parents[2] / "docs" / "config.md"
+    assert doc.read_text() == render_reference(), "regenerate: python -m dopd.hparams.reference > docs/config.md"
