@@ -133,3 +133,13 @@ def test_unknown_divergence():
     s, t = _pair()
     with pytest.raises(ValueError, match="unknown divergence"):
         divergence("tvd", log_probs(s), log_probs(t))
+
+
+def test_full_divergence_gradients_pass_gradcheck_for_both_inputs():
+    from dopd.distill.divergences import _FullDivergence
+
+    g = torch.Generator().manual_seed(8)
+    for kind in FULL:
+        s = torch.log_softmax(torch.randn(3, 6, generator=g, dtype=torch.float64), -1).requires_grad_(True)
+        t = torch.log_softmax(torch.randn(3, 6, generator=g, dtype=torch.float64), -1).requires_grad_(True)
+        assert torch.autograd.gradcheck(lambda a, b: _FullDivergence.apply(a, b, kind), (s, t)), kind

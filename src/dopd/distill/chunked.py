@@ -55,17 +55,19 @@ class _FusedHiddenLoss(torch.autograd.Function):
             return F.linear(h_all[start:end], w, b)
 
         def sink(start: int, end: int, g: Tensor) -> None:
-            gs = g * coeff[start:end].unsqueeze(1).to(g.dtype)
+            # scale the [n, H] side by the coefficients rather than the [n, V] gradient (no [n, V] temporary)
+            c = coeff[start:end].unsqueeze(1)
             h = h_all[start:end]
             if grad_h is not None:
-                grad_h[start:end] = (gs @ w).to(grad_h.dtype)
+                grad_h[start:end] = ((g @ w).float() * c).to(grad_h.dtype)
             if grad_w is not None:
-                if gs.dtype == torch.float32 and h.dtype == torch.float32:
-                    grad_w.addmm_(gs.t(), h)
+                hc = (h.float() * c).to(g.dtype)
+                if g.dtype == torch.float32:
+                    grad_w.addmm_(g.t(), hc)
                 else:
-                    grad_w.add_((gs.t() @ h.to(gs.dtype)).float())
+                    grad_w.add_((g.t() @ hc).float())
             if grad_b is not None:
-                grad_b.add_(gs.sum(0).float())
+                grad_b.add_((c.t().to(g.dtype) @ g).squeeze(0).float())
 
         want = need_h or need_w or need_b
         per_tok, entropy = loss_pass(
@@ -94,7 +96,7 @@ class _HiddenRun:
 
 def _rows(hidden: Tensor, flat_idx: Tensor, dense: bool) -> Tensor:
     flat = hidden.reshape(-1, hidden.shape[-1])
-    return flat if dense else flat.index_select(0, flat_idx)
+    return flat if dense else flat[flat_idx]
 
 
 def dopd_loss_from_hidden(

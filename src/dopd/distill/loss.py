@@ -20,19 +20,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import torch
 from torch import Tensor
 
 from .config import DOPDLossConfig
-from .divergences import divergence, log_probs
+from .divergences import LOG_FLOOR, divergence, log_probs
 from .routing import (
     REGIMES, IGNORED, UNROUTED, Thresholds, assign_regimes, compute_thresholds, prune_keep_mask,
 )
 
 IGNORE_INDEX = -100
-RowFn = Callable[[Tensor], Tensor]  # indices into the valid-token list -> target logits [n, V] (no grad)
+# rows of the valid-token list (a slice, or an index tensor) -> target logits [n, V] (no grad)
+RowFn = Callable[[Union[slice, Tensor]], Tensor]
 TermKey = tuple[str, str]
 
 
@@ -76,7 +77,7 @@ def sampled_logprobs(row_fn: RowFn, labels: Tensor, chunk: int) -> Tensor:
     n = labels.numel()
     out = torch.empty(n, dtype=torch.float32, device=labels.device)
     for start in range(0, n, chunk):
-        rows = torch.arange(start, min(n, start + chunk), device=labels.device)
+        rows = slice(start, min(n, start + chunk))
         z = row_fn(rows).float()
         lp = z.gather(-1, labels[rows].unsqueeze(-1)).squeeze(-1) - z.logsumexp(-1)
         out[rows] = lp.clamp_min(-1.0e4)
@@ -137,18 +138,15 @@ def make_plan(
 
 # ---------------------------------------------------------------------------------------------- pass 2
 def chunk_losses(
-    z: Tensor, rows: Tensor, plan: Plan, targets: dict[str, Optional[RowFn]], config: DOPDLossConfig
-) -> tuple[Tensor, Tensor]:
-    """Per-token loss (float32, differentiable wrt z) and student entropy at temperature 1 (no grad).
+    s_logp: Tensor, rows: slice, plan: Plan, targets: dict[str, Optional[RowFn]], config: DOPDLossConfig
+) -> Tensor:
+    """Per-token loss (float32, differentiable wrt s_logp) of the valid tokens `rows` (a slice of the list).
 
-    z: student logits [n, V] of the valid tokens `rows`.
+    s_logp: student log-probabilities [n, V] at the configured temperature. Row subsets are taken by advanced
+    indexing: on CPU, index_select of long rows is several times slower.
     """
-    n = z.shape[0]
-    s_logp = log_probs(z, config.temperature)
-    with torch.no_grad():
-        e_logp = s_logp if config.temperature == 1.0 else log_probs(z, 1.0)
-        entropy = -(e_logp.exp() * e_logp).sum(-1)
-    per_tok = torch.zeros(n, dtype=torch.float32, device=z.device)
+    n = s_logp.shape[0]
+    per_tok = torch.zeros(n, dtype=torch.float32, device=s_logp.device)
     labels = plan.labels[rows]
     for (target, div), w_all in plan.weights.items():
         w = w_all[rows]
@@ -158,15 +156,21 @@ def chunk_losses(
         every = sel.numel() == n
         row_fn = targets[target]
         with torch.no_grad():
-            t_logp = log_probs(row_fn(rows if every else rows[sel]), config.temperature)
-        s_sel = s_logp if every else s_logp.index_select(0, sel)
+            t_logp = log_probs(row_fn(rows if every else sel + rows.start), config.temperature)
+        s_sel = s_logp if every else s_logp[sel]
         val = divergence(
             div, s_sel, t_logp, labels if every else labels[sel],
             top_k=config.top_k, topk_support=config.topk_support, topk_renormalize=config.topk_renormalize,
         )
+        del t_logp, s_sel
         contrib = (w if every else w[sel]) * val
         per_tok = per_tok + contrib if every else per_tok.index_add(0, sel, contrib)
-    return per_tok, entropy
+    return per_tok
+
+
+@torch.no_grad()
+def _entropy(logp: Tensor) -> Tensor:
+    return -(logp.exp() * logp).sum(-1)
 
 
 GradSink = Callable[[int, int, Tensor], None]  # (start, end, d sum(L_n) / d z rows) -> stores what it needs
@@ -185,22 +189,41 @@ def loss_pass(
     """Run pass 2 chunk by chunk; hand each chunk's logit-row gradients to `sink` (None: values only)."""
     per_tok = torch.zeros(n, dtype=torch.float32, device=device)
     entropy = torch.zeros(n, dtype=torch.float32, device=device)
+    tau = config.temperature
     for start in range(0, n, chunk):
         end = min(n, start + chunk)
-        rows = torch.arange(start, end, device=device)
+        rows = slice(start, end)
+        # The graph starts at the student log-probabilities, not at the logits: the logits chunk is freed right
+        # away and the log-softmax backward is applied by hand below (one [n, V] tensor instead of three).
+        with torch.no_grad():
+            z = student_rows(start, end)
+            z_dtype = z.dtype
+            s_logp = log_probs(z, tau)
+            entropy[rows] = _entropy(s_logp if tau == 1.0 else log_probs(z, 1.0))
+            del z
         with torch.enable_grad():
-            z = student_rows(start, end).detach()
             if sink is not None:
-                z.requires_grad_(True)
-            pt, ent = chunk_losses(z, rows, plan, targets, config)
-            if sink is not None:
-                if pt.requires_grad:
-                    (g,) = torch.autograd.grad(pt.sum(), z)
-                else:  # no term touched this chunk
-                    g = torch.zeros_like(z)
-                sink(start, end, g)
-        per_tok[start:end] = pt.detach()
-        entropy[start:end] = ent
+                s_logp.requires_grad_(True)
+            pt = chunk_losses(s_logp, rows, plan, targets, config)
+            g = torch.autograd.grad(pt.sum(), s_logp)[0] if (sink is not None and pt.requires_grad) else None
+        per_tok[rows] = pt.detach()
+        del pt
+        if sink is not None:
+            with torch.no_grad():
+                if g is None:  # no term touched this chunk
+                    g = torch.zeros_like(s_logp)
+                else:
+                    # d/dz of clamp_min(log_softmax(z / tau), LOG_FLOOR): no gradient at floored entries, then
+                    # dz = (g - softmax * sum(g)) / tau
+                    p = s_logp.detach()
+                    g.masked_fill_(p <= LOG_FLOOR, 0.0)
+                    g_sum = g.sum(-1, keepdim=True)
+                    g.sub_(p.exp_().mul_(g_sum))  # s_logp is not needed any more: exponentiate in place
+                    if tau != 1.0:
+                        g.div_(tau)
+                sink(start, end, g.to(z_dtype))
+            del g
+        del s_logp
     return per_tok, entropy
 
 
@@ -211,10 +234,10 @@ class _FusedLogitsLoss(torch.autograd.Function):
     def forward(ctx, student_logits: Tensor, run: "_LogitsRun"):  # type: ignore[override]
         need = bool(ctx.needs_input_grad[0])
         flat = student_logits.detach().reshape(-1, student_logits.shape[-1])
-        rows_grad = flat.new_zeros(run.n, flat.shape[1]) if need else None
+        rows_grad = flat.new_empty(run.n, flat.shape[1]) if need else None  # every row is written
 
         def student_rows(start: int, end: int) -> Tensor:
-            return flat[start:end] if run.dense else flat.index_select(0, run.flat_idx[start:end])
+            return flat[start:end] if run.dense else flat[run.flat_idx[start:end]]
 
         def sink(start: int, end: int, g: Tensor) -> None:
             rows_grad[start:end] = g
@@ -241,7 +264,7 @@ class _FusedLogitsLoss(torch.autograd.Function):
             grad = g_rows
         else:
             grad = rows_grad.new_zeros(math.prod(ctx.shape[:-1]), ctx.shape[-1])
-            grad.index_copy_(0, run.flat_idx, g_rows)
+            grad[run.flat_idx] = g_rows
         return grad.view(ctx.shape), None
 
 
@@ -343,8 +366,8 @@ def _target_rows(logits: Optional[Tensor], flat_idx: Tensor, dense: bool, vocab:
     # a wider target (padded vocabulary) is sliced to the student's width: the extra rows are never sampled
     flat = logits.detach().reshape(-1, logits.shape[-1])[:, :vocab]
 
-    def rows_fn(rows: Tensor) -> Tensor:
-        return flat.index_select(0, rows if dense else flat_idx[rows])
+    def rows_fn(rows: Union[slice, Tensor]) -> Tensor:
+        return flat[rows] if dense else flat[flat_idx[rows]]
 
     return rows_fn
 
