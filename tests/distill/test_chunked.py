@@ -179,3 +179,11 @@ def test_peak_memory_of_a_chunk_does_not_grow_with_tokens():
             out.loss.backward()
         sizes[tokens] = mode.largest
     assert sizes[64] == sizes[256] == vocab * max(chunk, hidden)  # one chunk of logits (or the [V, H] weight grad)
+
+
+def test_second_backward_is_refused_clearly():
+    h_s, h_p, h_t, head_s, head_t, labels = make_hidden(seed=7)
+    out = dopd_loss_from_hidden(h_s.requires_grad_(True), h_p, h_t, labels, head_s, head_t, DOPDLossConfig(top_k=8))
+    out.loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="backward ran twice"):
+        out.loss.backward()

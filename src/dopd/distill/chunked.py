@@ -74,19 +74,25 @@ class _FusedHiddenLoss(torch.autograd.Function):
             student_rows, run.n, run.plan, run.targets, run.config, run.chunk, sink if want else None, h_all.device
         )
         loss = (per_tok * coeff).sum()
-        ctx.save_for_backward(grad_h, grad_w, grad_b)
+        # kept as attributes, not saved tensors: backward hands them over and scales them in place, so the
+        # [V, H] accumulator becomes the weight's .grad without a second [V, H] copy
+        ctx.grads = (grad_h, grad_w, grad_b)
         ctx.dtypes = (hidden.dtype, weight.dtype, bias.dtype if bias is not None else None)
         ctx.mark_non_differentiable(per_tok, entropy)
         return loss, per_tok, entropy
 
     @staticmethod
     def backward(ctx, g_loss: Tensor, _g_per_tok: Tensor, _g_entropy: Tensor):  # type: ignore[override]
-        grad_h, grad_w, grad_b = ctx.saved_tensors
-        h_dtype, w_dtype, b_dtype = ctx.dtypes
-        out_h = (grad_h * g_loss).to(h_dtype) if grad_h is not None else None
-        out_w = (grad_w * g_loss).to(w_dtype) if grad_w is not None else None
-        out_b = (grad_b * g_loss).to(b_dtype) if grad_b is not None else None
-        return out_h, out_w, out_b, None
+        if ctx.grads is None:
+            raise RuntimeError(
+                "dopd_loss_from_hidden: backward ran twice through the same loss (its gradient is computed in the "
+                "forward and handed over once); compute the loss again instead of retain_graph=True"
+            )
+        grads, ctx.grads = ctx.grads, None
+        outs = tuple(
+            None if g is None else g.mul_(g_loss).to(dtype) for g, dtype in zip(grads, ctx.dtypes)
+        )
+        return (*outs, None)
 
 
 class _HiddenRun:
