@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from dopd.distill import DOPDLossConfig, dopd_loss, dopd_loss_from_hidden
 

@@ -87,7 +87,8 @@ def test_unknown_preset_names_close_matches():
 
 def test_custom_table_and_from_args():
     args = DistillArguments(distill_top_k=4, beta_l=0.5, beta_w=0.2, trim_fraction=0.1, loss_aggregation="token",
-                            routing_table="{HT: [[teacher, fkl, 2.0]], HS: [], LH: [], LL: [[privileged_student, rkl, beta_w]]}")
+                            routing_table="{HT: [[teacher, fkl, 2.0]], HS: [], LH: [], "
+                                          "LL: [[privileged_student, rkl, beta_w]]}")
     cfg = DOPDLossConfig.from_args(args, "dopd")
     assert (cfg.top_k, cfg.beta_l, cfg.beta_w, cfg.trim, cfg.aggregation) == (4, 0.5, 0.2, 0.1, "token")
     assert cfg.routing_table["LL"] == (Term(S, "rkl", 1.0, "beta_w"),)

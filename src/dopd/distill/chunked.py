@@ -33,7 +33,9 @@ def _weight_bias(head: LMHead, name: str) -> tuple[Tensor, Optional[Tensor]]:
         return head, None
     weight = getattr(head, "weight", None)
     if not isinstance(weight, Tensor):
-        raise TypeError(f"{name}: expected an nn.Linear-like module with `.weight` or a weight tensor, got {type(head)}")
+        raise TypeError(
+            f"{name}: expected an nn.Linear-like module with `.weight` or a weight tensor, got {type(head)}"
+        )
     bias = getattr(head, "bias", None)
     return weight, bias if isinstance(bias, Tensor) else None
 
@@ -42,7 +44,9 @@ class _FusedHiddenLoss(torch.autograd.Function):
     """loss (differentiable wrt hidden, weight, bias), per_token and entropy (not differentiable)."""
 
     @staticmethod
-    def forward(ctx, hidden: Tensor, weight: Tensor, bias: Optional[Tensor], run: "_HiddenRun"):  # type: ignore[override]
+    def forward(  # type: ignore[override]
+        ctx, hidden: Tensor, weight: Tensor, bias: Optional[Tensor], run: "_HiddenRun"
+    ):
         need_h, need_w = bool(ctx.needs_input_grad[0]), bool(ctx.needs_input_grad[1])
         need_b = bias is not None and bool(ctx.needs_input_grad[2])
         h_all, w, b = hidden.detach(), weight.detach(), bias.detach() if bias is not None else None

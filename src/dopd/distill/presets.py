@@ -169,7 +169,8 @@ register_preset(
     "Ablation, no routing: every token receives the average of the four DOPD regime terms (0.25 x [JS to T + "
     "beta_l RKL_K to S_p + beta_l RKL_K to T + beta_w RKL_K to S_p]); divergences and weights are DOPD's, only the "
     "per-token assignment is removed.",
-    every_token(*(Term(t.target, t.divergence, 0.25 * t.weight, t.weight_key) for t in (T_JS, HS_TERM, LH_TERM, LL_TERM))),
+    every_token(*(Term(t.target, t.divergence, 0.25 * t.weight, t.weight_key)
+                  for t in (T_JS, HS_TERM, LH_TERM, LL_TERM))),
 )
 register_preset(
     "ablate_no_teacher",
@@ -188,7 +189,8 @@ register_preset(
     "Ablation, one divergence for all regimes: DOPD routing, targets and weights, with full-vocabulary JS in every "
     "regime (the best single divergence in the paper's divergence ablation).",
     {"HT": (T_JS,), "HS": (Term("privileged_student", "js", weight_key="beta_l"),),
-     "LH": (Term("teacher", "js", weight_key="beta_l"),), "LL": (Term("privileged_student", "js", weight_key="beta_w"),)},
+     "LH": (Term("teacher", "js", weight_key="beta_l"),),
+     "LL": (Term("privileged_student", "js", weight_key="beta_w"),)},
 )
 register_preset(
     "ablate_topk_everywhere",
@@ -200,5 +202,6 @@ register_preset(
     "Ablation, full vocabulary everywhere: the DOPD table with the top-K reverse KLs of HS, LH, LL replaced by "
     "full-vocabulary reverse KLs.",
     {"HT": (T_JS,), "HS": (Term("privileged_student", "rkl", weight_key="beta_l"),),
-     "LH": (Term("teacher", "rkl", weight_key="beta_l"),), "LL": (Term("privileged_student", "rkl", weight_key="beta_w"),)},
+     "LH": (Term("teacher", "rkl", weight_key="beta_l"),),
+     "LL": (Term("privileged_student", "rkl", weight_key="beta_w"),)},
 )
