@@ -1,0 +1,78 @@
+"""`python -m benchmarks.privilege_illusion [--quick] [--out DIR] [--report-dir DIR] ...` (from the repo root).
+
+Default: the full testbed (3 seeds), work files under saves/testbed, the page written to docs/testbed.md and
+docs/testbed_curves.png. `--quick`: a pipeline check on a handful of samples (one seed, a couple of steps per stage);
+its page goes to <out>/report, never to docs/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import sys
+import tempfile
+from pathlib import Path
+
+from .pipeline import METHODS, TestbedConfig, quick_config, run_all
+from .report import accuracy_table, write_page
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.privilege_illusion", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="pipeline check (< 2 min): tiny data, 1 seed, 1-2 steps")
+    p.add_argument("--out", default=None, help="work folder (data, runs, results.json); default saves/testbed, "
+                                               "or a temp folder with --quick")
+    p.add_argument("--report-dir", default=None, help="where testbed.md and the PNG go; default docs/ "
+                                                      "(<out>/report with --quick)")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1,2)")
+    p.add_argument("--jobs", type=int, default=None, help="worker processes (one seed each)")
+    p.add_argument("--methods", default=None, help="comma list of " + ", ".join(m.name for m in METHODS))
+    p.add_argument("--distill-steps", type=int, default=None)
+    p.add_argument("--report-only", action="store_true", help="rewrite the page from <out>/results.json")
+    return p.parse_args(argv)
+
+
+def build_config(args: argparse.Namespace) -> TestbedConfig:
+    out = args.out or (tempfile.mkdtemp(prefix="testbed_quick_") if args.quick else str(REPO / "saves" / "testbed"))
+    cfg = quick_config(out) if args.quick else TestbedConfig(out_dir=out)
+    if args.seeds:
+        cfg.seeds = tuple(int(s) for s in args.seeds.split(","))
+    if args.jobs:
+        cfg.jobs = args.jobs
+    if args.methods:
+        cfg.methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    if args.distill_steps:
+        cfg.distill_steps = args.distill_steps
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("dopd.testbed").setLevel(logging.INFO)
+    cfg = build_config(args)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.report_only:
+        results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    else:
+        results = run_all(cfg)
+        (out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
+    report_dir = Path(args.report_dir) if args.report_dir else (out / "report" if cfg.quick else REPO / "docs")
+    command = "python -m benchmarks.privilege_illusion " + " ".join(shlex.quote(a) for a in argv)
+    paths = write_page(results, report_dir, command.strip())
+    for row in accuracy_table(results):
+        print(" | ".join(row))
+    print(f"\nresults: {out / 'results.json'}\npage:    {paths['markdown']}\ncurves:  {paths['curves']}")
+    print(f"runtime: {results['runtime_s']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

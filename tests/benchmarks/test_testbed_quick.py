@@ -1,0 +1,54 @@
+"""The privilege-illusion testbed's --quick mode: the pipeline runs end to end (data -> teacher SFT on x+p ->
+student SFT on x -> every distillation method and the pruning probe -> held-out evaluation without p -> page and
+curves) into a temp folder. It checks the pipeline, not the outcome; and that docs/testbed.md is left alone."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "absent"
+
+
+def test_quick_testbed_runs_into_tmp_and_leaves_docs_alone(tmp_path):
+    from benchmarks.privilege_illusion.pipeline import METHODS
+
+    docs_page, docs_png = REPO / "docs" / "testbed.md", REPO / "docs" / "testbed_curves.png"
+    before = (_digest(docs_page), _digest(docs_png))
+    out = tmp_path / "work"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.privilege_illusion", "--quick", "--out", str(out)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    assert (_digest(docs_page), _digest(docs_png)) == before, "the quick run overwrote docs/testbed*"
+    page = out / "report" / "testbed.md"
+    assert page.is_file() and (out / "report" / "testbed_curves.png").stat().st_size > 0
+    text = page.read_text()
+    assert "Quick mode" in text and "python -m benchmarks.privilege_illusion --quick" in text
+    for row in ("student before distillation", "teacher (SFT on x+p), evaluated with p",
+                "teacher (SFT on x+p), evaluated without p"):
+        assert row in text, row
+    for method in METHODS:
+        assert f"(`{method.name}`)" in text, method.name
+
+    results = json.loads((out / "results.json").read_text())
+    seed = results["seeds"][0]
+    assert set(seed["methods"]) == {m.name for m in METHODS}
+    for name, run in seed["methods"].items():
+        assert 0.0 <= run["final"]["accuracy"] <= 1.0, name
+        assert [p["step"] for p in run["curve"]][0] == 0 and len(run["curve"]) >= 2, name
+        assert any("dopd/student_entropy" in r for r in run["log"]), name
+    dopd_log = seed["methods"]["dopd"]["log"]
+    assert any(f"dopd/{r}/token_frac" in e for e in dopd_log for r in ("HT", "HS", "LH", "LL"))
+    assert any("dopd/pruned_frac" in e for e in seed["methods"]["probe_top"]["log"])
+    # the registry the pipeline wrote reads like data/dataset_info.json (sharegpt + privileged column)
+    info = json.loads((out / "data" / "dataset_info.json").read_text())
+    assert info["pi_text_train"]["columns"]["privileged"] == "privileged"
+    assert info["pi_text_train"]["formatting"] == "sharegpt"
