@@ -29,7 +29,7 @@ class DistillArguments:
         metadata={"help": "Batch statistics for routing: local (per micro-batch) | global (all-gathered across ranks)."},
     )
     loss_chunk_size: int = field(
-        default=1024,
+        default=256,
         metadata={"help": "Tokens per chunk of the hidden-state loss path (lm_head applied per chunk); 0 = logits path."},
     )
     prune_mode: Optional[str] = field(
