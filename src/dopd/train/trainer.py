@@ -68,6 +68,7 @@ class DOPDTrainer(Trainer):
         start = time.perf_counter()
         self._step_phase_seconds = 0.0
         loss = super().training_step(model, inputs, num_items_in_batch)
+        _sync(self.args.device)
         self._record("time/update_s", time.perf_counter() - start - self._step_phase_seconds)
         return loss
 
@@ -82,6 +83,7 @@ class DOPDTrainer(Trainer):
             rollout = self.rollout(model, samples)
             started = time.perf_counter()
             loss = self._distill_loss(model, samples, rollout)
+            _sync(self.args.device)
             scoring_s = time.perf_counter() - started
             self._record("time/scoring_s", scoring_s)
             self._step_phase_seconds = getattr(self, "_step_phase_seconds", 0.0) + rollout.seconds + scoring_s
@@ -94,6 +96,7 @@ class DOPDTrainer(Trainer):
         with model_for_generation(model, self.accelerator) as student:
             batch = _to_device(self.adapter.collate_prompts(prompts), self.args.device)
             responses = self.adapter.generate(student, batch, **generation_kwargs(self.rollout_args))
+        _sync(self.args.device)
         seconds = time.perf_counter() - started
         num_tokens = sum(len(r) for r in responses)
         self._record("time/rollout_s", seconds)
@@ -196,6 +199,12 @@ class DOPDTrainer(Trainer):
         # a zero that is still connected to the graph keeps gradient accumulation and DeepSpeed in step;
         # the update itself is skipped by NonFiniteLossCallback (gradients set to None before optimizer.step)
         return torch.nan_to_num(loss, nan=0.0, posinf=0.0, neginf=0.0) * 0.0
+
+
+def _sync(device: torch.device) -> None:
+    """Wait for queued GPU work, so the logged time split is the real one."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _check_same_tokens(reference: torch.Tensor, other: torch.Tensor, name: str) -> None:
