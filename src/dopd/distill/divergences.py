@@ -51,15 +51,16 @@ class _FullDivergence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, s_logp: Tensor, t_logp: Tensor, kind: str) -> Tensor:  # type: ignore[override]
+        # at most two [rows, V] temporaries at a time
         ctx.kind = kind
         ctx.save_for_backward(s_logp, t_logp)
         if kind == "rkl":
-            return ((s_logp - t_logp).mul_(s_logp.exp())).sum(-1)
+            return torch.linalg.vecdot(s_logp.exp(), s_logp - t_logp)
         if kind == "fkl":
-            return ((t_logp - s_logp).mul_(t_logp.exp())).sum(-1)
+            return torch.linalg.vecdot(t_logp.exp(), t_logp - s_logp)
         m_logp = torch.logaddexp(s_logp, t_logp).sub_(math.log(2.0))
-        value = (t_logp - m_logp).mul_(t_logp.exp()).sum(-1)
-        value += (s_logp - m_logp).mul_(s_logp.exp()).sum(-1)
+        value = torch.linalg.vecdot(t_logp.exp(), t_logp - m_logp)
+        value += torch.linalg.vecdot(s_logp.exp(), s_logp - m_logp)
         return value.mul_(0.5)
 
     @staticmethod
@@ -80,10 +81,10 @@ class _FullDivergence(torch.autograd.Function):
                 gt = (t_logp - s_logp).add_(1.0).mul_(t_logp.exp()).mul_(g)
         else:
             m_logp = torch.logaddexp(s_logp, t_logp).sub_(math.log(2.0))
-            if need_s:
-                gs = (s_logp - m_logp).mul_(s_logp.exp()).mul_(0.5 * g)
             if need_t:
                 gt = (t_logp - m_logp).mul_(t_logp.exp()).mul_(0.5 * g)
+            if need_s:  # reuse the mixture's buffer: at most two [rows, V] temporaries
+                gs = m_logp.neg_().add_(s_logp).mul_(s_logp.exp()).mul_(0.5 * g)
         return gs, gt, None
 
 
@@ -121,8 +122,11 @@ def topk_restrict(
     else:
         raise ValueError(f"topk_support must be 'student' or 'target', got {support!r}")
     idx = ref.detach().topk(k, dim=-1, sorted=False).indices
-    s_k = s_logp.gather(-1, idx)
-    t_k = t_logp.gather(-1, idx)
+    return renormalized(s_logp.gather(-1, idx), t_logp.gather(-1, idx), renormalize)
+
+
+def renormalized(s_k: Tensor, t_k: Tensor, renormalize: bool) -> tuple[Tensor, Tensor]:
+    """Log-probabilities restricted to a support, renormalised on it when asked."""
     if renormalize:
         s_k = s_k - s_k.logsumexp(-1, keepdim=True)
         t_k = t_k - t_k.logsumexp(-1, keepdim=True)
@@ -146,7 +150,7 @@ def sampled_reverse_kl(s_logp: Tensor, t_logp: Tensor, labels: Tensor) -> Tensor
     return adv + adv * (ls - ls.detach())
 
 
-_FULL: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+FULL_FUNCTIONS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
     "js": jensen_shannon,
     "rkl": reverse_kl,
     "fkl": forward_kl,
@@ -169,8 +173,8 @@ def divergence(
             raise ValueError("sampled_rkl needs the sampled token ids")
         return sampled_reverse_kl(s_logp, t_logp, labels)
     base, _, topk = name.partition("_")
-    if base not in _FULL or topk not in ("", "topk"):
+    if base not in FULL_FUNCTIONS or topk not in ("", "topk"):
         raise ValueError(f"unknown divergence {name!r}; choose from {', '.join(DIVERGENCES)}")
     if topk:
         s_logp, t_logp = topk_restrict(s_logp, t_logp, top_k, topk_support, topk_renormalize)
-    return _FULL[base](s_logp, t_logp)
+    return FULL_FUNCTIONS[base](s_logp, t_logp)

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from .config import DOPDLossConfig
-from .divergences import LOG_FLOOR, divergence, log_probs
+from .divergences import FULL_FUNCTIONS, LOG_FLOOR, divergence, log_probs, renormalized
 from .routing import (
     REGIMES, IGNORED, UNROUTED, Thresholds, assign_regimes, compute_thresholds, prune_keep_mask,
 )
@@ -138,16 +138,25 @@ def make_plan(
 
 # ---------------------------------------------------------------------------------------------- pass 2
 def chunk_losses(
-    s_logp: Tensor, rows: slice, plan: Plan, targets: dict[str, Optional[RowFn]], config: DOPDLossConfig
-) -> Tensor:
-    """Per-token loss (float32, differentiable wrt s_logp) of the valid tokens `rows` (a slice of the list).
+    s_logp: Tensor,
+    rows: slice,
+    plan: Plan,
+    targets: dict[str, Optional[RowFn]],
+    config: DOPDLossConfig,
+    want_grad: bool = False,
+) -> tuple[Tensor, Optional[Tensor]]:
+    """Per-token loss (float32, detached) of the valid tokens `rows` (a slice of the list), and with `want_grad`
+    its gradient wrt s_logp, row by row ([n, V]; row n is d L_n / d s_logp_n).
 
-    s_logp: student log-probabilities [n, V] at the configured temperature. Row subsets are taken by advanced
-    indexing: on CPU, index_select of long rows is several times slower.
+    s_logp: student log-probabilities [n, V] at the configured temperature. Each term's gradient is taken on its
+    own rows and added into one buffer, so autograd never holds a [n, V] zero-filled gradient per term. Row
+    subsets use advanced indexing / index_add_: on CPU, index_select of long rows is several times slower.
     """
-    n = s_logp.shape[0]
+    n, vocab = s_logp.shape
     per_tok = torch.zeros(n, dtype=torch.float32, device=s_logp.device)
+    grad = torch.zeros_like(s_logp) if want_grad else None
     labels = plan.labels[rows]
+    student_topk: Optional[Tensor] = None  # [n, K] indices, shared by the top-K terms of this chunk
     for (target, div), w_all in plan.weights.items():
         w = w_all[rows]
         sel = w.nonzero().squeeze(1)
@@ -157,20 +166,53 @@ def chunk_losses(
         row_fn = targets[target]
         with torch.no_grad():
             t_logp = log_probs(row_fn(rows if every else sel + rows.start), config.temperature)
-        s_sel = s_logp if every else s_logp[sel]
-        val = divergence(
-            div, s_sel, t_logp, labels if every else labels[sel],
-            top_k=config.top_k, topk_support=config.topk_support, topk_renormalize=config.topk_renormalize,
-        )
-        del t_logp, s_sel
-        contrib = (w if every else w[sel]) * val
+        if div.endswith("_topk") and config.top_k < vocab:
+            # gather the K entries straight from the chunk's rows: no [rows, V] copy of the student, and the
+            # target's [rows, V] is released before the backward
+            if config.topk_support == "student":
+                if student_topk is None:
+                    student_topk = s_logp.topk(config.top_k, dim=-1, sorted=False).indices
+                idx = student_topk if every else student_topk[sel]
+            else:
+                idx = t_logp.topk(config.top_k, dim=-1, sorted=False).indices
+            where = ((torch.arange(n, device=s_logp.device) if every else sel).unsqueeze(1), idx)
+            s_in = s_logp[where]
+            t_in = t_logp.gather(1, idx)
+            del t_logp
+            with torch.enable_grad():
+                if want_grad:
+                    s_in.requires_grad_(True)
+                s_k, t_k = renormalized(s_in, t_in, config.topk_renormalize)
+                val = FULL_FUNCTIONS[div[: -len("_topk")]](s_k, t_k)
+        else:
+            where = None
+            s_in = (s_logp if every else s_logp[sel]).detach()
+            with torch.enable_grad():
+                if want_grad:
+                    s_in.requires_grad_(True)
+                val = divergence(div, s_in, t_logp, labels if every else labels[sel], top_k=config.top_k,
+                                 topk_support=config.topk_support, topk_renormalize=config.topk_renormalize)
+            del t_logp
+        with torch.enable_grad():
+            contrib = (w if every else w[sel]) * val
+            g_in = torch.autograd.grad(contrib.sum(), s_in)[0] if want_grad else None
+        del s_in, val
+        if g_in is not None:
+            if where is not None:  # [rows, K] entries of the support
+                grad.index_put_(where, g_in, accumulate=True)
+            elif every:
+                grad.add_(g_in)
+            else:
+                grad.index_add_(0, sel, g_in)
+            del g_in
+        contrib = contrib.detach()
         per_tok = per_tok + contrib if every else per_tok.index_add(0, sel, contrib)
-    return per_tok
+    return per_tok, grad
 
 
 @torch.no_grad()
 def _entropy(logp: Tensor) -> Tensor:
-    return -(logp.exp() * logp).sum(-1)
+    return -torch.linalg.vecdot(logp.exp(), logp)  # one [n, V] temporary
 
 
 GradSink = Callable[[int, int, Tensor], None]  # (start, end, d sum(L_n) / d z rows) -> stores what it needs
@@ -199,28 +241,22 @@ def loss_pass(
             z = student_rows(start, end)
             z_dtype = z.dtype
             s_logp = log_probs(z, tau)
-            entropy[rows] = _entropy(s_logp if tau == 1.0 else log_probs(z, 1.0))
+            if tau != 1.0:
+                entropy[rows] = _entropy(log_probs(z, 1.0))
             del z
-        with torch.enable_grad():
-            if sink is not None:
-                s_logp.requires_grad_(True)
-            pt = chunk_losses(s_logp, rows, plan, targets, config)
-            g = torch.autograd.grad(pt.sum(), s_logp)[0] if (sink is not None and pt.requires_grad) else None
-        per_tok[rows] = pt.detach()
-        del pt
+            if tau == 1.0:
+                entropy[rows] = _entropy(s_logp)
+        pt, g = chunk_losses(s_logp, rows, plan, targets, config, want_grad=sink is not None)
+        per_tok[rows] = pt
         if sink is not None:
             with torch.no_grad():
-                if g is None:  # no term touched this chunk
-                    g = torch.zeros_like(s_logp)
-                else:
-                    # d/dz of clamp_min(log_softmax(z / tau), LOG_FLOOR): no gradient at floored entries, then
-                    # dz = (g - softmax * sum(g)) / tau
-                    p = s_logp.detach()
-                    g.masked_fill_(p <= LOG_FLOOR, 0.0)
-                    g_sum = g.sum(-1, keepdim=True)
-                    g.sub_(p.exp_().mul_(g_sum))  # s_logp is not needed any more: exponentiate in place
-                    if tau != 1.0:
-                        g.div_(tau)
+                # d/dz of clamp_min(log_softmax(z / tau), LOG_FLOOR): no gradient at floored entries, then
+                # dz = (g - softmax * sum(g)) / tau; s_logp is not needed any more: exponentiated in place
+                g.masked_fill_(s_logp <= LOG_FLOOR, 0.0)
+                g_sum = g.sum(-1, keepdim=True)
+                g.sub_(s_logp.exp_().mul_(g_sum))
+                if tau != 1.0:
+                    g.div_(tau)
                 sink(start, end, g.to(z_dtype))
             del g
         del s_logp
