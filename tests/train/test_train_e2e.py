@@ -153,3 +153,16 @@ def test_evaluation_during_training_is_logged(tmp_path):
 def test_eval_strategy_without_eval_dataset_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="eval_dataset"):
         run_train(make_config(tmp_path, eval_strategy="steps", eval_steps=1))
+
+
+@pytest.mark.parametrize("report_to", ["tensorboard", "wandb"])
+def test_report_to_works_offline(tmp_path, monkeypatch, report_to):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = make_config(tmp_path, max_steps=1, save_steps=10, report_to=report_to)
+    run_train(cfg)
+    if report_to == "tensorboard":
+        assert list(tmp_path.rglob("events.out.tfevents.*"))
+    else:
+        assert list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
