@@ -33,6 +33,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=None, help="worker processes (one seed each)")
     p.add_argument("--methods", default=None, help="comma list of " + ", ".join(m.name for m in METHODS))
     p.add_argument("--distill-steps", type=int, default=None)
+    p.add_argument("--student-data", choices=("mixed", "plain"), default=None,
+                   help="student's brief SFT on x and x+p (mixed, default) or on x only (plain)")
     p.add_argument("--report-only", action="store_true", help="rewrite the page from <out>/results.json")
     return p.parse_args(argv)
 
@@ -46,6 +48,8 @@ def build_config(args: argparse.Namespace) -> TestbedConfig:
         cfg.jobs = args.jobs
     if args.methods:
         cfg.methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    if args.student_data:
+        cfg.student_data = args.student_data
     if args.distill_steps:
         cfg.distill_steps = args.distill_steps
     return cfg

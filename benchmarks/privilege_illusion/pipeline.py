@@ -66,14 +66,14 @@ class TestbedConfig:
     student_size: str = "student"
     teacher_steps: int = 300
     teacher_lr: float = 3e-3
-    student_steps: int = 60
+    student_steps: int = 250
     # "mixed": the student's brief SFT sees x and x+p (the privileged student S(.|x,p) then reads p);
     # "plain": x only (then S(.|x,p) is out of distribution; see the page)
     student_data: str = "mixed"
     student_lr: float = 3e-3
     sft_batch: int = 32
-    distill_steps: int = 80
-    distill_lr: float = 1e-3
+    distill_steps: int = 120
+    distill_lr: float = 5e-5
     distill_batch: int = 8  # prompts per step
     num_generations: int = 4
     max_new_tokens: int = 24
@@ -260,8 +260,9 @@ def run_seed(cfg: TestbedConfig, seed: int, data_dir: str) -> dict[str, Any]:
         log = [r for r in read_log(run_dir) if "loss" in r and "step" in r]
         result["methods"][method.name] = {
             "final": final, "curve": curve,
-            "log": [{k: v for k, v in r.items() if k == "step" or k == "loss" or k.startswith("dopd/")}
-                    for r in log],
+            "log": [{k: v for k, v in r.items()
+                     if k in ("step", "loss", "rollout/response_length", "rollout/stopped_fraction")
+                     or k.startswith("dopd/")} for r in log],
             "train_s": round(train_s, 1), "eval_s": round(time.time() - t0 - train_s, 1),
         }
         logger.info("seed %d %s: accuracy %.3f", seed, method.name, final["accuracy"])
@@ -279,7 +280,8 @@ def _cleanup_weights(run_dir: str) -> None:
 
 def run_seed_entry(args: tuple[TestbedConfig, int, str]) -> dict[str, Any]:
     cfg, seed, data_dir = args
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    logger.setLevel(logging.INFO)
     return run_seed(cfg, seed, data_dir)
 
 
