@@ -166,3 +166,14 @@ def test_report_to_works_offline(tmp_path, monkeypatch, report_to):
         assert list(tmp_path.rglob("events.out.tfevents.*"))
     else:
         assert list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
+
+
+def test_over_long_prompts_are_counted_in_a_warning(tmp_path, caplog):
+    import logging
+
+    cfg = make_config(tmp_path, max_steps=1, save_steps=10, cutoff_len=24)
+    with caplog.at_level(logging.WARNING, logger="dopd.train.trainer"):
+        result = run_train(cfg)
+    steps = [r for r in result.log_history if "prompts/truncated_fraction" in r]
+    assert steps and steps[0]["prompts/truncated_fraction"] > 0
+    assert any("exceeded cutoff_len=24" in r.message for r in caplog.records)

@@ -8,6 +8,7 @@ DeepSpeed, peft, checkpoints and `report_to` are the Trainer's own.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections import defaultdict
@@ -20,6 +21,8 @@ from transformers import Trainer
 from dopd.train.distributed import prepare_teacher
 from dopd.train.rollout import RolloutResult, generation_kwargs, model_for_generation, repeat_each
 from dopd.train.scoring import gather_response, restrict_head
+
+logger = logging.getLogger(__name__)
 
 
 class DOPDTrainer(Trainer):
@@ -77,6 +80,7 @@ class DOPDTrainer(Trainer):
     ) -> torch.Tensor:
         samples = inputs["samples"]
         self._record("privileged/fraction_with_p", sum(s.has_privilege for s in samples) / len(samples))
+        self._count_truncated(samples)
         if self.stage == "sft":
             loss = self._sft_loss(model, samples)
         else:
@@ -188,6 +192,17 @@ class DOPDTrainer(Trainer):
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
+
+    def _count_truncated(self, samples: list) -> None:
+        """Prompts over `cutoff_len` were shortened by the adapter's rule; say so, with a running count."""
+        cut = sum(any(getattr(p, "truncated", False) for p in (s.plain, s.privileged, s.teacher) if p is not None)
+                  for s in samples)
+        self._record("prompts/truncated_fraction", cut / len(samples))
+        if cut:
+            self.num_truncated = getattr(self, "num_truncated", 0) + cut
+            logger.warning("%d prompt(s) in this batch exceeded cutoff_len=%s and were shortened (%d so far): "
+                           "raise cutoff_len to keep them whole", cut, self.data_args.cutoff_len if self.data_args
+                           else "?", self.num_truncated)
 
     # ------------------------------------------------------------------ non-finite losses
     def _guard_finite(self, loss: torch.Tensor) -> torch.Tensor:
