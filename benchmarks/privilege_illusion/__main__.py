@@ -33,6 +33,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=None, help="worker processes (one seed each)")
     p.add_argument("--methods", default=None, help="comma list of " + ", ".join(m.name for m in METHODS))
     p.add_argument("--distill-steps", type=int, default=None)
+    p.add_argument("--distill-lr", type=float, default=None, help="learning rate of every distillation run")
     p.add_argument("--student-data", choices=("mixed", "plain"), default=None,
                    help="student's brief SFT on x and x+p (mixed, default) or on x only (plain)")
     p.add_argument("--report-only", action="store_true", help="rewrite the page from <out>/results.json")
@@ -50,6 +51,8 @@ def build_config(args: argparse.Namespace) -> TestbedConfig:
         cfg.methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     if args.student_data:
         cfg.student_data = args.student_data
+    if args.distill_lr:
+        cfg.distill_lr = args.distill_lr
     if args.distill_steps:
         cfg.distill_steps = args.distill_steps
     return cfg
@@ -63,14 +66,16 @@ def main(argv: list[str] | None = None) -> int:
     cfg = build_config(args)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    command = ("python -m benchmarks.privilege_illusion " + " ".join(shlex.quote(a) for a in argv)).strip()
     if args.report_only:
         results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+        command = results.get("command", command)  # the page names the command that produced the numbers
     else:
         results = run_all(cfg)
+        results["command"] = command
         (out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
     report_dir = Path(args.report_dir) if args.report_dir else (out / "report" if cfg.quick else REPO / "docs")
-    command = "python -m benchmarks.privilege_illusion " + " ".join(shlex.quote(a) for a in argv)
-    paths = write_page(results, report_dir, command.strip())
+    paths = write_page(results, report_dir, command)
     for row in accuracy_table(results):
         print(" | ".join(row))
     print(f"\nresults: {out / 'results.json'}\npage:    {paths['markdown']}\ncurves:  {paths['curves']}")
