@@ -177,3 +177,25 @@ def test_over_long_prompts_are_counted_in_a_warning(tmp_path, caplog):
     steps = [r for r in result.log_history if "prompts/truncated_fraction" in r]
     assert steps and steps[0]["prompts/truncated_fraction"] > 0
     assert any("exceeded cutoff_len=24" in r.message for r in caplog.records)
+
+
+def test_vlm_student_with_text_only_teacher(tmp_path, monkeypatch):
+    """teacher_text_only: the teacher scores the text of x+p (image placeholders and images removed)."""
+    from dopd.train.trainer import DOPDTrainer
+
+    seen = []
+    original = DOPDTrainer._score
+
+    def spy(self, model, adapter, prompts, responses):
+        if model is self.teacher:
+            seen.append([(p.mm_inputs, adapter.tokenizer.decode(p.input_ids)) for p in prompts])
+        return original(self, model, adapter, prompts, responses)
+
+    monkeypatch.setattr(DOPDTrainer, "_score", spy)
+    cfg = make_config(tmp_path, family="qwen2_vl", dataset="vlm_demo", teacher_model_name_or_path="tiny:qwen2:teacher",
+                      teacher_text_only=True, max_steps=1, save_steps=10)
+    result = run_train(cfg)
+    assert result.global_step == 1 and seen
+    for mm, text in seen[0]:
+        assert not mm and "<|image_pad|>" not in text and "<|vision_start|>" not in text
+        assert "[Privileged regions]" in text  # the teacher still reads p (boxes as text)
