@@ -1,7 +1,9 @@
-"""`python -m benchmarks.privilege_illusion [--quick] [--out DIR] [--report-dir DIR] ...` (from the repo root).
+"""`python -m benchmarks.privilege_illusion [--task text|vlm] [--quick] [--out DIR] [--report-dir DIR] ...`
+(from the repo root).
 
-Default: the full testbed (3 seeds), work files under saves/testbed, the page written to docs/testbed.md and
-docs/testbed_curves.png. `--quick`: a pipeline check on a handful of samples (one seed, a couple of steps per stage);
+Default: the text task's full testbed (3 seeds), work files under saves/testbed, the page written to
+docs/testbed.md and docs/testbed_curves.png. `--task vlm`: the VLM task (tiny Qwen2-VL, shape images, p = the
+labelled box), work files under saves/testbed_vlm, page docs/testbed_vlm.md and docs/testbed_vlm_curves.png. `--quick`: a pipeline check on a handful of samples (one seed, a couple of steps per stage);
 its page goes to <out>/report, never to docs/.
 """
 
@@ -15,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .pipeline import METHODS, TestbedConfig, quick_config, run_all
+from .pipeline import METHODS, TestbedConfig, quick_config, run_all, vlm_config
 from .report import accuracy_table, write_page
 
 REPO = Path(__file__).resolve().parents[2]
@@ -24,6 +26,8 @@ REPO = Path(__file__).resolve().parents[2]
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.privilege_illusion", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", choices=("text", "vlm"), default="text",
+                   help="text: three-digit addition with a hint (default); vlm: shape images with a labelled box")
     p.add_argument("--quick", action="store_true", help="pipeline check (< 2 min): tiny data, 1 seed, 1-2 steps")
     p.add_argument("--out", default=None, help="work folder (data, runs, results.json); default saves/testbed, "
                                                "or a temp folder with --quick")
@@ -41,8 +45,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def build_config(args: argparse.Namespace) -> TestbedConfig:
-    out = args.out or (tempfile.mkdtemp(prefix="testbed_quick_") if args.quick else str(REPO / "saves" / "testbed"))
-    cfg = quick_config(out) if args.quick else TestbedConfig(out_dir=out)
+    work = "testbed" if args.task == "text" else f"testbed_{args.task}"
+    out = args.out or (tempfile.mkdtemp(prefix=f"{work}_quick_") if args.quick else str(REPO / "saves" / work))
+    if args.quick:
+        cfg = quick_config(out, args.task)
+    else:
+        cfg = vlm_config(out) if args.task == "vlm" else TestbedConfig(out_dir=out)
     if args.seeds:
         cfg.seeds = tuple(int(s) for s in args.seeds.split(","))
     if args.jobs:

@@ -18,7 +18,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -56,6 +56,7 @@ METHODS: tuple[Method, ...] = (
 @dataclass
 class TestbedConfig:
     out_dir: str
+    task: str = "text"  # "text" (task_text) or "vlm" (task_vlm); see vlm_config for the VLM sizes
     seeds: tuple[int, ...] = (0, 1, 2)
     task_seed: int = 1234  # the data is the same for every seed; seeds change inits, sampling and order
     num_train: int = 2000
@@ -83,16 +84,42 @@ class TestbedConfig:
     jobs: int = 3
     quick: bool = False
     extra: dict[str, Any] = field(default_factory=dict)  # more config keys for every distillation run
+    # VLM task only: image side in px (images are never resized: image_min_pixels = image_max_pixels = side^2)
+    image_size: int = 56
+    cutoff_len: int = 256
+    sft_extra: dict[str, Any] = field(default_factory=dict)  # more config keys for the two SFT runs
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def quick_config(out_dir: str) -> TestbedConfig:
+def quick_config(out_dir: str, task: str = "text") -> TestbedConfig:
     """Pipeline check only: every stage and method runs a couple of steps on a handful of samples."""
-    return TestbedConfig(out_dir=out_dir, seeds=(0,), num_train=48, num_eval=8, teacher_steps=2, student_steps=1,
-                         sft_batch=8, distill_steps=2, distill_batch=2, num_generations=2, max_new_tokens=8,
-                         eval_every=1, eval_batch=8, jobs=1, quick=True)
+    base = vlm_config(out_dir) if task == "vlm" else TestbedConfig(out_dir=out_dir)
+    return replace(base, seeds=(0,), num_train=48, num_eval=8, teacher_steps=2, student_steps=1,
+                   sft_batch=8, distill_steps=2, distill_batch=2, num_generations=2, max_new_tokens=8,
+                   eval_every=1, eval_batch=8, jobs=1, quick=True)
+
+
+def vlm_config(out_dir: str) -> TestbedConfig:
+    """The VLM task's default size: tiny Qwen2-VL models, 56 px images (4 vision tokens), sized so that 3 seeds
+    and every method finish in under 30 minutes on a 2-core CPU. The vision tower and projector of the randomly
+    initialised tiny models are trained during the two SFT runs (frozen during distillation, the repo default)."""
+    return TestbedConfig(out_dir=out_dir, task="vlm", family="qwen2_vl", num_train=1000, num_eval=100,
+                         teacher_steps=300, student_steps=150, sft_batch=32, distill_steps=60, distill_batch=8,
+                         num_generations=4, max_new_tokens=24, eval_every=20, eval_batch=100,
+                         cutoff_len=320, sft_extra={"freeze_vision_tower": False,
+                                                    "freeze_multi_modal_projector": False})
+
+
+def task_module(cfg: TestbedConfig) -> Any:
+    if cfg.task == "vlm":
+        from . import task_vlm as module
+    elif cfg.task == "text":
+        from . import task_text as module
+    else:
+        raise ValueError(f"unknown testbed task {cfg.task!r} (text, vlm)")
+    return module
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -108,11 +135,20 @@ def limit_threads() -> None:
 
 
 def _common_keys(cfg: TestbedConfig, data_dir: str, seed: int) -> dict[str, Any]:
-    return {
-        "dataset": "pi_text_train", "dataset_dir": data_dir, "cutoff_len": 256, "report_to": "none",
-        "use_cpu": True, "seed": seed, "disable_tqdm": True, "logging_steps": 1, "save_only_model": True,
-        "plot_loss": False, "dataloader_num_workers": 0,
+    keys = {
+        "dataset": task_module(cfg).DATASET_TRAIN, "dataset_dir": data_dir, "cutoff_len": cfg.cutoff_len,
+        "report_to": "none", "use_cpu": True, "seed": seed, "disable_tqdm": True, "logging_steps": 1,
+        "save_only_model": True, "plot_loss": False, "dataloader_num_workers": 0,
     }
+    keys.update(_image_keys(cfg))
+    return keys
+
+
+def _image_keys(cfg: TestbedConfig) -> dict[str, Any]:
+    if cfg.task != "vlm":
+        return {}
+    pixels = cfg.image_size * cfg.image_size
+    return {"image_min_pixels": pixels, "image_max_pixels": pixels}
 
 
 def _run_train(keys: dict[str, Any]) -> Any:
@@ -123,9 +159,10 @@ def _run_train(keys: dict[str, Any]) -> Any:
 
 
 def sft(cfg: TestbedConfig, data_dir: str, seed: int, init: str, out: str, view: str, steps: int, lr: float,
-        dataset: str = "pi_text_train") -> str:
+        dataset: str = "") -> str:
     keys = _common_keys(cfg, data_dir, seed)
-    keys["dataset"] = dataset
+    keys["dataset"] = dataset or task_module(cfg).DATASET_TRAIN
+    keys.update(cfg.sft_extra)
     keys.update({"model_name_or_path": init, "stage": "sft", "sft_view": view, "output_dir": out,
                  "per_device_train_batch_size": cfg.sft_batch, "max_steps": steps, "learning_rate": lr,
                  "lr_scheduler_type": "cosine", "warmup_steps": min(20, steps // 10), "save_steps": 10 ** 9,
@@ -155,15 +192,15 @@ class Evaluator:
         from dopd.data import load_dataset_samples
         from dopd.hparams import parse_config
 
-        from .task_text import DATASET_EVAL
+        DATASET_EVAL = task_module(cfg).DATASET_EVAL
 
         self.cfg = cfg
         self.parsed = {
             priv: parse_config(None, [
-                f"dataset_dir={data_dir}", f"eval_dataset={DATASET_EVAL}", "cutoff_len=256",
+                f"dataset_dir={data_dir}", f"eval_dataset={DATASET_EVAL}", f"cutoff_len={cfg.cutoff_len}",
                 f"eval_with_privilege={str(priv).lower()}", f"eval_max_new_tokens={cfg.max_new_tokens}",
                 f"eval_generation_batch_size={cfg.eval_batch}", "eval_seed=0",
-            ], with_training=False)
+            ] + [f"{k}={v}" for k, v in _image_keys(cfg).items()], with_training=False)
             for priv in (False, True)
         }
         self.samples = load_dataset_samples(self.parsed[False].data, [DATASET_EVAL])
@@ -226,7 +263,8 @@ def run_seed(cfg: TestbedConfig, seed: int, data_dir: str) -> dict[str, Any]:
                                     seed=seed + 1000)
     teacher = timed("teacher_sft", sft, cfg, data_dir, seed, teacher_init, str(root / "teacher"), "privileged",
                     cfg.teacher_steps, cfg.teacher_lr)
-    student_set = "pi_text_train_mixed" if cfg.student_data == "mixed" else "pi_text_train"
+    task = task_module(cfg)
+    student_set = task.DATASET_MIXED if cfg.student_data == "mixed" else task.DATASET_TRAIN
     student = timed("student_sft", sft, cfg, data_dir, seed, student_init, str(root / "student"), "plain",
                     cfg.student_steps, cfg.student_lr, student_set)
     evaluate = Evaluator(cfg, data_dir)
@@ -287,12 +325,19 @@ def run_seed_entry(args: tuple[TestbedConfig, int, str]) -> dict[str, Any]:
 
 def run_all(cfg: TestbedConfig) -> dict[str, Any]:
     """Write the task data, run every seed (in `cfg.jobs` processes), gather the results."""
-    from .task_text import TextTaskSpec, write_registry
-
     started = time.time()
     data_dir = str(Path(cfg.out_dir, "data"))
-    task = write_registry(data_dir, TextTaskSpec(num_train=cfg.num_train, num_eval=cfg.num_eval,
-                                                 hidden_fraction=cfg.hidden_fraction, seed=cfg.task_seed))
+    if cfg.task == "vlm":
+        from .task_vlm import VLMTaskSpec, write_registry as write_vlm
+
+        task = write_vlm(data_dir, VLMTaskSpec(num_train=cfg.num_train, num_eval=cfg.num_eval,
+                                               hidden_fraction=cfg.hidden_fraction, image_size=cfg.image_size,
+                                               seed=cfg.task_seed))
+    else:
+        from .task_text import TextTaskSpec, write_registry
+
+        task = write_registry(data_dir, TextTaskSpec(num_train=cfg.num_train, num_eval=cfg.num_eval,
+                                                     hidden_fraction=cfg.hidden_fraction, seed=cfg.task_seed))
     jobs = [(cfg, seed, data_dir) for seed in cfg.seeds]
     if cfg.jobs > 1 and len(jobs) > 1:
         import multiprocessing as mp

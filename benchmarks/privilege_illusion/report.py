@@ -13,6 +13,9 @@ from typing import Any, Iterable, Optional
 from .pipeline import METHODS
 
 REGIMES = ("HT", "HS", "LH", "LL")
+# per task: the column names of held-out questions whose answer-relevant fact is in x / only in p
+KIND_LABELS = {"text": ("visible-operand", "hidden-operand"), "vlm": ("visible-shape", "covered-shape")}
+PAGE_NAMES = {"text": ("testbed.md", "testbed_curves.png"), "vlm": ("testbed_vlm.md", "testbed_vlm_curves.png")}
 REFERENCE_ROWS = (
     ("student_before", "student before distillation (the common start)", "x"),
     ("student_before_with_p", "student before, evaluated with p (not deployable)", "x+p"),
@@ -48,7 +51,8 @@ def accuracy_table(results: dict[str, Any]) -> list[list[str]]:
     """Rows: name, view at eval, accuracy, on visible-operand questions, on hidden-operand questions,
     gain over the start, final student entropy."""
     seeds = results["seeds"]
-    rows = [["run", "eval view", "accuracy (%)", "visible-operand q. (%)", "hidden-operand q. (%)",
+    visible, hidden = KIND_LABELS[results["config"].get("task", "text")]
+    rows = [["run", "eval view", "accuracy (%)", f"{visible} q. (%)", f"{hidden} q. (%)",
              "gain vs start (pts)", "final entropy (nats)"]]
     for key, label, view in REFERENCE_ROWS:
         refs = [s["reference"][key] for s in seeds if key in s["reference"]]
@@ -265,7 +269,9 @@ def write_page(results: dict[str, Any], report_dir: str | Path, command: str, no
     """Write testbed.md and testbed_curves.png into `report_dir`; returns their paths."""
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
-    png = plot_curves(results, report_dir / "testbed_curves.png")
+    kind = results["config"].get("task", "text")
+    md_name, png_name = PAGE_NAMES[kind]
+    png = plot_curves(results, report_dir / png_name)
     cfg = results["config"]
     task = results["task"]
     ex = task["example"]
@@ -353,6 +359,72 @@ regimes are computed for the log although its loss ignores them).
 
 {markdown_table([["seed", "teacher SFT", "student SFT", "total"]] + [[str(k), str(v.get('teacher_sft')), str(v.get('student_sft')), str(v.get('total'))] for k, v in timings.items()])}
 """
-    md = report_dir / "testbed.md"
+    if kind == "vlm":
+        page = _vlm_page(page, results, notes)
+    else:
+        page = page.replace("\n## The task (text, generated on the fly)", "\nThe VLM variant of this testbed (shape images, "
+                            "p = the labelled box of the queried object; `--task vlm`): [testbed_vlm.md](testbed_vlm.md)."
+                            "\n\n## The task (text, generated on the fly)", 1)
+    md = report_dir / md_name
     md.write_text(page, encoding="utf-8")
     return {"markdown": str(md), "curves": png}
+
+
+VLM_NOTES = """## What was tried
+
+This page is the first run of the VLM task at its default size (`--task vlm`); nothing was tuned after seeing its
+results. The configuration (sizes, steps, learning rates) was chosen before the run, for runtime: the text task's
+distillation lr (5e-5) and student-data choice (`mixed`) were carried over unchanged.
+"""
+
+
+def _vlm_task_section(results: dict[str, Any]) -> str:
+    cfg, task = results["config"], results["task"]
+    ex = task["example"]
+    size = task.get("image_size", cfg.get("image_size"))
+    return f"""## The task (VLM, generated on the fly)
+
+A {size}x{size} px image (each image is {(size // 28) ** 2} vision tokens for Qwen2-VL: patch 14, merge 2; images are
+not resized: `image_min_pixels` = `image_max_pixels` = {size}²) holds two or three shapes (circle, triangle,
+square) in distinct colours, one per quadrant. The question names one shape by its colour and asks for its number of
+corners; the answer is a short chain (the shape, its corner count, the answer). p = the labelled box of the queried
+object (`privileged.boxes`, processor `boxes_text`, written in Qwen2-VL's grounding convention, 0-1000 coordinates).
+The shape word is learnable from x (look at the shape of that colour) but with p it is a copy of the box label (a
+shortcut the deployed student never has); the corner count is capability p does not contain. In a share of the
+questions ({100 * cfg['hidden_fraction']:.0f}%) the queried shape is under a grey cover and the question asks about
+"the shape under the grey cover": only p's label names it, an information gap no training recovers from x.
+
+| | example (first training row) |
+|---|---|
+| x | image `{ex['images'][0]}` + `{ex['messages'][0]['content']}` |
+| p | `{ex['privileged_text'].replace(chr(10), ' ')}` |
+| y | `{ex['messages'][1]['content']}` |
+
+{task['num_train']} training rows, {task['num_eval']} held-out rows (new images; {100 * task['hidden_fraction_eval']:.0f}%
+covered-shape questions). Best held-out accuracy without p if every visible shape is recognised and the covered one
+is guessed: {100 * task['accuracy_ceiling_without_p']:.0f}%. Held-out evaluation: greedy, without p
+(`dopd.eval.evaluate_samples`, `answer` extractor, numeric metric).
+"""
+
+
+def _vlm_page(page: str, results: dict[str, Any], notes: str) -> str:
+    """The text page's layout with the VLM task's title, task section, data names and notes."""
+    cfg = results["config"]
+    head, rest = page.split("## The task (text, generated on the fly)", 1)
+    _, pipeline = rest.split("## Pipeline", 1)
+    head = head.replace("# Privilege-illusion testbed", "# Privilege-illusion testbed: VLM task", 1)
+    head = head.replace("re-run the command.*", "re-run the command. The text task: [testbed.md](testbed.md).*", 1)
+    pipeline = pipeline.replace("`pi_text_train_mixed`", "`pi_vlm_train_mixed`, the boxes text written into the prompt")
+    pipeline = pipeline.replace("`sft_view: privileged`,", "`sft_view: privileged`,", 1)
+    extra = ", ".join(f"`{k}: {v}`" for k, v in cfg.get("sft_extra", {}).items())
+    if extra:
+        pipeline = pipeline.replace("3. Each method from that student:",
+                                    f"   Both SFT runs also set {extra} (random-init tiny models: the vision tower is "
+                                    "trained with them; distillation keeps the repo default, frozen).\n"
+                                    "3. Each method from that student:", 1)
+    pipeline = pipeline.replace('"visible-operand" / "hidden-operand": accuracy on the held-out questions whose third '
+                                "operand is written in x / only\nin p.",
+                                '"visible-shape" / "covered-shape": accuracy on the held-out questions whose queried '
+                                "shape is drawn / under the grey cover\n(only p names it).")
+    pipeline = pipeline.replace(EXPLORATION_NOTES, notes or VLM_NOTES)
+    return head + _vlm_task_section(results) + "\n## Pipeline" + pipeline
