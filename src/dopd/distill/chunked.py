@@ -49,11 +49,18 @@ class _FusedHiddenLoss(torch.autograd.Function):
     ):
         need_h, need_w = bool(ctx.needs_input_grad[0]), bool(ctx.needs_input_grad[1])
         need_b = bias is not None and bool(ctx.needs_input_grad[2])
-        h_all, w, b = hidden.detach(), weight.detach(), bias.detach() if bias is not None else None
+        # Only the first run.vocab rows enter the distributions (the rest: padded vocabulary, never sampled). The
+        # weight is sliced here, detached, as a view; the gradients are accumulated into the first rows of
+        # full-size buffers, so autograd never pads a sliced gradient back to [V, H] (a second [V, H] copy).
+        vocab = run.vocab
+        h_all, w = hidden.detach(), weight.detach()[:vocab]
+        b = bias.detach()[:vocab] if bias is not None else None
         coeff = run.plan.coeff
         grad_h = torch.zeros_like(h_all) if need_h else None
-        grad_w = torch.zeros(w.shape, dtype=torch.float32, device=w.device) if need_w else None
-        grad_b = torch.zeros(w.shape[0], dtype=torch.float32, device=w.device) if need_b else None
+        grad_w_full = torch.zeros(weight.shape, dtype=torch.float32, device=w.device) if need_w else None
+        grad_b_full = torch.zeros(bias.shape[0], dtype=torch.float32, device=w.device) if need_b else None
+        grad_w = grad_w_full[:vocab] if grad_w_full is not None else None
+        grad_b = grad_b_full[:vocab] if grad_b_full is not None else None
 
         def student_rows(start: int, end: int) -> Tensor:
             return F.linear(h_all[start:end], w, b)
@@ -80,7 +87,7 @@ class _FusedHiddenLoss(torch.autograd.Function):
         loss = (per_tok * coeff).sum()
         # kept as attributes, not saved tensors: backward hands them over and scales them in place, so the
         # [V, H] accumulator becomes the weight's .grad without a second [V, H] copy
-        ctx.grads = (grad_h, grad_w, grad_b)
+        ctx.grads = (grad_h, grad_w_full, grad_b_full)
         ctx.dtypes = (hidden.dtype, weight.dtype, bias.dtype if bias is not None else None)
         ctx.mark_non_differentiable(per_tok, entropy)
         return loss, per_tok, entropy
@@ -100,8 +107,10 @@ class _FusedHiddenLoss(torch.autograd.Function):
 
 
 class _HiddenRun:
-    def __init__(self, n: int, plan, targets: dict[str, Optional[RowFn]], config: DOPDLossConfig, chunk: int):
+    def __init__(self, n: int, plan, targets: dict[str, Optional[RowFn]], config: DOPDLossConfig, chunk: int,
+                 vocab: int):
         self.n, self.plan, self.targets, self.config, self.chunk = n, plan, targets, config, chunk
+        self.vocab = vocab
 
 
 def _rows(hidden: Tensor, flat_idx: Tensor, dense: bool) -> Tensor:
@@ -120,6 +129,7 @@ def dopd_loss_from_hidden(
     chunk_size: Optional[int] = 1024,
     *,
     generator: Optional[torch.Generator] = None,
+    vocab_size: Optional[int] = None,
 ) -> DOPDLossOutput:
     """The routed DOPD objective from final hidden states, computed in chunks of `chunk_size` tokens.
 
@@ -129,6 +139,11 @@ def dopd_loss_from_hidden(
     the student's weight/bias when they require grad. A teacher lm_head with more rows than the student's
     (padded vocabulary) is sliced to the student's V rows; fewer rows is an error. `chunk_size` None or 0: one
     chunk. Equals `dopd_loss(h_s @ W_s.T, h_p @ W_s.T, h_t @ W_t.T, labels, config)` in value and gradient.
+
+    `vocab_size`: only the first `vocab_size` lm_head rows make up the distributions (checkpoints pad the output
+    layer beyond the tokenizer; those rows are never sampled); None or more than the student's rows: all of its
+    rows. Same value and gradient as passing heads sliced to `vocab_size` rows (the padding rows get zero
+    gradient), without autograd materialising a zero-padded copy of the sliced weight's gradient.
     """
     config = config if config is not None else DOPDLossConfig()
     if student_hidden.dim() != 3 or student_hidden.shape[:2] != labels.shape:
@@ -138,7 +153,9 @@ def dopd_loss_from_hidden(
         )
     check_needed(config, priv_student_hidden, teacher_hidden, "hidden states")
     w_s, b_s = _weight_bias(student_lm_head, "student_lm_head")
-    vocab = w_s.shape[0]
+    vocab = w_s.shape[0] if vocab_size is None else min(int(vocab_size), w_s.shape[0])
+    if vocab < 1:
+        raise ValueError(f"vocab_size must be positive, got {vocab_size}")
     if w_s.shape[1] != student_hidden.shape[-1]:
         raise ValueError(f"student lm_head expects hidden size {w_s.shape[1]}, got {student_hidden.shape[-1]}")
     B, T, _ = student_hidden.shape
@@ -152,7 +169,7 @@ def dopd_loss_from_hidden(
         if priv_student_hidden.shape != student_hidden.shape:
             raise ValueError(f"priv_student_hidden must match student_hidden's shape {tuple(student_hidden.shape)}")
         h_p = _rows(priv_student_hidden.detach(), flat_idx, dense)
-        w_p, b_p = w_s.detach(), b_s.detach() if b_s is not None else None
+        w_p, b_p = w_s.detach()[:vocab], b_s.detach()[:vocab] if b_s is not None else None
         targets["privileged_student"] = lambda rows: F.linear(h_p[rows], w_p, b_p)
     if teacher_hidden is not None:
         if teacher_lm_head is None:
@@ -171,6 +188,6 @@ def dopd_loss_from_hidden(
     log_q_s, log_q_t = routing_logprobs(targets, labels_v, chunk)
     plan = make_plan(config, labels_v, seq, B, log_q_s, log_q_t, generator)
     h_s = _rows(student_hidden, flat_idx, dense)  # differentiable gather of the response rows
-    run = _HiddenRun(n, plan, targets, config, chunk)
+    run = _HiddenRun(n, plan, targets, config, chunk, vocab)
     loss, per_tok, entropy = _FusedHiddenLoss.apply(h_s, w_s, b_s, run)
     return scatter_outputs((B, T), flat_idx, plan, per_tok, entropy, loss, config)

@@ -20,7 +20,7 @@ from transformers import Trainer
 
 from dopd.train.distributed import prepare_teacher
 from dopd.train.rollout import RolloutResult, generation_kwargs, model_for_generation, repeat_each
-from dopd.train.scoring import gather_response, restrict_head
+from dopd.train.scoring import gather_response
 
 logger = logging.getLogger(__name__)
 
@@ -145,10 +145,11 @@ class DOPDTrainer(Trainer):
                 logits_t = head_t(hidden_t)[..., :vocab] if hidden_t is not None else None
             out = dopd_loss(head_s(hidden_s)[..., :vocab], logits_p, logits_t, labels, config=cfg)
         else:
+            # whole heads plus the number of valid rows: slicing the student's weight here would make autograd
+            # pad the slice's gradient back to [V, H] (one more [V, H] copy at the peak of the backward)
             out = dopd_loss_from_hidden(
-                hidden_s, hidden_p, hidden_t, labels, restrict_head(head_s, vocab),
-                restrict_head(head_t, vocab) if head_t is not None else None, config=cfg,
-                chunk_size=self.distill_args.loss_chunk_size or None,
+                hidden_s, hidden_p, hidden_t, labels, head_s, head_t, config=cfg,
+                chunk_size=self.distill_args.loss_chunk_size or None, vocab_size=vocab,
             )
         for key, value in out.metrics.items():
             if value is not None and not (isinstance(value, float) and math.isnan(value)):
