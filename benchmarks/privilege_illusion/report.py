@@ -372,9 +372,14 @@ regimes are computed for the log although its loss ignores them).
 
 VLM_NOTES = """## What was tried
 
-This page is the first run of the VLM task at its default size (`--task vlm`); nothing was tuned after seeing its
-results. The configuration (sizes, steps, learning rates) was chosen before the run, for runtime: the text task's
-distillation lr (5e-5) and student-data choice (`mixed`) were carried over unchanged.
+This page is the first complete run of the VLM task at its default size (`--task vlm`); nothing was tuned after
+seeing its accuracies. The configuration (sizes, steps, learning rates) was chosen before the run, for runtime: the
+text task's distillation lr (5e-5) and student-data choice (`mixed`) were carried over unchanged.
+
+One earlier launch was stopped part-way: its answer chain (`It is a triangle. A triangle has 3 corners. Answer: 3`,
+29 tokens with the tiny BPE tokenizer) was longer than the 24 new tokens allowed in rollouts and evaluation, so no
+generation could reach `Answer:` and every distilled run read 0.0% held-out accuracy. The chain was shortened to the
+one above (16 tokens); nothing else changed.
 """
 
 

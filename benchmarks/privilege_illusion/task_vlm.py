@@ -6,7 +6,7 @@ quadrant. The question names one shape by its colour and asks for its number of 
     x : <image>Question: how many corners has the red shape?
     p : the labelled box of the queried object, e.g. label `red triangle` + its box (dopd.data `boxes_text`,
         written in the student family's grounding convention: Qwen2-VL's <|box_start|>(x1,y1),(x2,y2)<|box_end|>)
-    y : It is a triangle. A triangle has 3 corners. Answer: 3
+    y : triangle: 3 corners. Answer: 3
 
 As in the text task, the answer chain mixes three kinds of tokens:
 - "triangle" is learnable from x (look at the shape of that colour) but with p it is a pure copy of the box label:
@@ -88,7 +88,7 @@ def make_sample(rng: random.Random, spec: VLMTaskSpec, index: int, media_dir: Pa
     what = "the shape under the grey cover" if hidden else f"the {o['colour']} shape"
     question = f"<image>Question: how many corners has {what}?"
     corners = SHAPES[o["shape"]]
-    answer = f"It is a {o['shape']}. A {o['shape']} has {corners} corners. Answer: {corners}"
+    answer = f"{o['shape']}: {corners} corners. Answer: {corners}"
     label = f"covered {o['shape']}" if hidden else f"{o['colour']} {o['shape']}"
     return {
         "system": SYSTEM,
