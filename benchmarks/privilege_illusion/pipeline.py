@@ -261,6 +261,7 @@ def run_seed(cfg: TestbedConfig, seed: int, data_dir: str) -> dict[str, Any]:
                                     seed=seed)
     student_init = build_tiny_model(cfg.family, root / "init_student", size=cfg.student_size, tokenizer="bpe",
                                     seed=seed + 1000)
+    _check_answer_length(cfg, data_dir, str(student_init))
     teacher = timed("teacher_sft", sft, cfg, data_dir, seed, teacher_init, str(root / "teacher"), "privileged",
                     cfg.teacher_steps, cfg.teacher_lr)
     task = task_module(cfg)
@@ -308,6 +309,18 @@ def run_seed(cfg: TestbedConfig, seed: int, data_dir: str) -> dict[str, Any]:
     timings["total"] = round(time.time() - started, 1)
     Path(root, "result.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
     return result
+
+
+def _check_answer_length(cfg: TestbedConfig, data_dir: str, model_dir: str) -> None:
+    """Warn when a reference answer chain cannot fit in max_new_tokens: no generation could reach `Answer:`."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    rows = json.loads(Path(data_dir, f"{task_module(cfg).DATASET_EVAL}.json").read_text(encoding="utf-8"))
+    longest = max(len(tokenizer(r["messages"][-1]["content"])["input_ids"]) for r in rows)
+    if longest + 1 > cfg.max_new_tokens:  # + the end-of-turn token
+        logger.warning("the longest reference answer is %d tokens (+1 end of turn) but max_new_tokens is %d: "
+                       "answers will be cut before `Answer:`", longest, cfg.max_new_tokens)
 
 
 def _cleanup_weights(run_dir: str) -> None:
