@@ -26,6 +26,7 @@ from .loss import (
 )
 
 LMHead = Union[torch.nn.Module, Tensor]
+_W_BLOCK_ROWS = 16384  # vocabulary rows per low-precision weight-gradient product (see the sink below)
 
 
 def _weight_bias(head: LMHead, name: str) -> tuple[Tensor, Optional[Tensor]]:
@@ -76,7 +77,11 @@ class _FusedHiddenLoss(torch.autograd.Function):
                 if g.dtype == torch.float32:
                     grad_w.addmm_(g.t(), hc)
                 else:
-                    grad_w.add_((g.t() @ hc).float())
+                    # blocks of vocabulary rows: the rounded [rows, H] product and its float32 copy are per block,
+                    # not two more [V, H] matrices at the peak of the chunk (same products, same rounding)
+                    gt = g.t()
+                    for v0 in range(0, gt.shape[0], _W_BLOCK_ROWS):
+                        grad_w[v0:v0 + _W_BLOCK_ROWS].add_((gt[v0:v0 + _W_BLOCK_ROWS] @ hc).float())
             if grad_b is not None:
                 grad_b.add_((c.t().to(g.dtype) @ g).squeeze(0).float())
 
