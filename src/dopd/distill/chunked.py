@@ -175,7 +175,7 @@ def dopd_loss_from_hidden(
             raise ValueError(f"priv_student_hidden must match student_hidden's shape {tuple(student_hidden.shape)}")
         h_p = _rows(priv_student_hidden.detach(), flat_idx, dense)
         w_p, b_p = w_s.detach()[:vocab], b_s.detach()[:vocab] if b_s is not None else None
-        targets["privileged_student"] = lambda rows: F.linear(h_p[rows], w_p, b_p)
+        targets["privileged_student"] = lambda rows: F.linear(h_p[rows], w_p, b_p).float()
     if teacher_hidden is not None:
         if teacher_lm_head is None:
             raise ValueError("teacher_hidden was given without teacher_lm_head")
@@ -187,8 +187,10 @@ def dopd_loss_from_hidden(
         w_t = w_t.detach()[:vocab]  # padded vocabulary: the rows past the student's are never sampled
         b_t = b_t.detach()[:vocab] if b_t is not None else None
         h_t = _rows(teacher_hidden.detach(), flat_idx, dense)
-        targets["teacher"] = lambda rows: F.linear(h_t[rows], w_t, b_t)
+        targets["teacher"] = lambda rows: F.linear(h_t[rows], w_t, b_t).float()
 
+    # The targets' logit rows are handed over as float32 (what log_probs makes of them anyway): the low-precision
+    # [chunk, V] product is freed at once instead of living on next to its float32 copy and log-softmax.
     chunk = max(1, chunk_size or n or 1)
     log_q_s, log_q_t = routing_logprobs(targets, labels_v, chunk)
     plan = make_plan(config, labels_v, seq, B, log_q_s, log_q_t, generator)
