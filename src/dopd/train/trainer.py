@@ -79,6 +79,7 @@ class DOPDTrainer(Trainer):
         self, model: torch.nn.Module, inputs: dict, return_outputs: bool = False, num_items_in_batch: Any = None
     ) -> torch.Tensor:
         samples = inputs["samples"]
+        self._zero_anchor = None
         self._record("privileged/fraction_with_p", sum(s.has_privilege for s in samples) / len(samples))
         self._count_truncated(samples)
         if self.stage == "sft":
@@ -123,19 +124,23 @@ class DOPDTrainer(Trainer):
         group = self.rollout_args.num_generations
         student = self.accelerator.unwrap_model(model)
         cfg = self.loss_config
-        hidden_s, labels, head_s = self._score(student, self.adapter, rollout.prompts, rollout.responses)
-        hidden_p = hidden_t = None
-        head_t = None
+        # the two no-grad passes first: their activations are gone before the student's graph is built
+        hidden_p = hidden_t = labels_p = labels_t = head_t = None
         with torch.no_grad():
             if cfg.needs_privileged_student:
                 privileged = repeat_each([s.privileged for s in samples], group)
                 hidden_p, labels_p, _ = self._score(student, self.adapter, privileged, rollout.responses)
-                _check_same_tokens(labels, labels_p, "privileged student")
             if cfg.needs_teacher:
                 teacher_prompts = repeat_each([s.teacher for s in samples], group)
                 hidden_t, labels_t, head_t = self._score(self.teacher, self.teacher_adapter, teacher_prompts,
                                                          rollout.responses)
-                _check_same_tokens(labels, labels_t, "teacher")
+        hidden_s, labels, head_s = self._score(student, self.adapter, rollout.prompts, rollout.responses)
+        if labels_p is not None:
+            _check_same_tokens(labels, labels_p, "privileged student")
+        if labels_t is not None:
+            _check_same_tokens(labels, labels_t, "teacher")
+        # a zero that reaches every trained parameter through finite values: what a non-finite loss is replaced by
+        self._zero_anchor = torch.nan_to_num(hidden_s, nan=0.0, posinf=0.0, neginf=0.0).sum() * 0.0
         vocab = self.adapter.vocab_size  # the ids the student can sample (teacher compatibility-checked)
         if self._params_partitioned():
             # ZeRO-3: lm_head weights exist only inside their module's forward (DeepSpeed gathers them in hooks),
@@ -166,6 +171,7 @@ class DOPDTrainer(Trainer):
         responses = [self.adapter.encode_response(s.response) for s in samples]
         student = self.accelerator.unwrap_model(model)
         hidden, labels, lm_head = self._score(student, self.adapter, prompts, responses)
+        self._zero_anchor = torch.nan_to_num(hidden, nan=0.0, posinf=0.0, neginf=0.0).sum() * 0.0
         logits = lm_head(hidden)[..., : self.adapter.vocab_size].float()
         per_token = F.cross_entropy(logits.flatten(0, 1), labels.flatten().clamp_min(0), reduction="none")
         mask = labels.ne(-100).flatten().float()
@@ -212,9 +218,11 @@ class DOPDTrainer(Trainer):
             return loss
         self._record("nonfinite_loss", 1.0)
         self.skip_next_update = True
-        # a zero that is still connected to the graph keeps gradient accumulation and DeepSpeed in step;
-        # the update itself is skipped by NonFiniteLossCallback (gradients set to None before optimizer.step)
-        return torch.nan_to_num(loss, nan=0.0, posinf=0.0, neginf=0.0) * 0.0
+        # Backward runs on a zero connected to the student through finite values only (0 x NaN would still be NaN),
+        # which keeps gradient accumulation and DeepSpeed in step. NonFiniteLossCallback then skips the update by
+        # setting gradients to None; under DeepSpeed, whose gradients live in its own buffers, the step sees zero
+        # gradients instead (no update from this batch; Adam's moments still decay).
+        return self._zero_anchor
 
 
 def _sync(device: torch.device) -> None:
