@@ -199,3 +199,10 @@ def test_vlm_student_with_text_only_teacher(tmp_path, monkeypatch):
     for mm, text in seen[0]:
         assert not mm and "<|image_pad|>" not in text and "<|vision_start|>" not in text
         assert "[Privileged regions]" in text  # the teacher still reads p (boxes as text)
+
+
+def test_multi_process_without_deepspeed_is_refused(tmp_path, monkeypatch):
+    cfg = make_config(tmp_path)
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it
+    with pytest.raises(ConfigError, match="DeepSpeed config"):
+        run_train(cfg)

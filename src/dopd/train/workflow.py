@@ -86,6 +86,10 @@ def run_train(cfg: DOPDConfig) -> TrainResult:
         raise ConfigError("`dataset` is required: a name (or comma-separated names) from dataset_info.json")
     if not model_args.model_name_or_path:
         raise ConfigError("`model_name_or_path` is required: the student model")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not training_args.deepspeed:
+        # scoring runs the unwrapped student, which plain DDP would not synchronise: DeepSpeed handles it
+        raise ConfigError("multi-process training needs a DeepSpeed config: add e.g. "
+                          "`deepspeed: configs/deepspeed/ds_z2_config.json`")
     loss_config = None if stage == "sft" else DOPDLossConfig.from_args(distill_args, stage)
     needs_teacher = stage != "sft" and loss_config.needs_teacher
     if needs_teacher and not model_args.teacher_model_name_or_path:
