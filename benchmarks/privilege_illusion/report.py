@@ -191,6 +191,27 @@ def _acc(results: dict[str, Any], name: str) -> tuple[float, float]:
     return mean_std(s["methods"][name]["final"]["accuracy"] for s in results["seeds"] if name in s["methods"])
 
 
+def constant_answer_lines(results: dict[str, Any], tol: float = 0.005) -> list[str]:
+    """(VLM task) How many evaluated students score exactly what a constant answer would (the held-out share of one
+    answer, or 0), and the majority-answer baseline: a gain over the start can be a shift of a constant answer."""
+    shares = results["task"].get("answer_shares_eval")
+    if not shares:
+        return []
+    majority = max(shares.values())
+    accs = [(s["seed"], f"`{n}`", m["final"]["accuracy"]) for s in results["seeds"] for n, m in s["methods"].items()]
+    accs += [(s["seed"], k, s["reference"][k]["accuracy"]) for s in results["seeds"]
+             for k in ("student_before", "teacher_without_p") if k in s["reference"]]
+    constant = [a for a in accs if any(abs(a[2] - v) <= tol for v in [0.0, *shares.values()])]
+    above = [a for a in accs if a[2] > majority + tol]
+    return [
+        f"- Always giving one answer scores {', '.join(f'{100 * v:.0f}% (answer {k})' for k, v in shares.items())} "
+        f"on the held-out set; the majority-answer baseline is {100 * majority:.0f}%. {len(constant)} of the "
+        f"{len(accs)} evaluations without p (per seed: every final method, the start, the teacher without p) score "
+        f"exactly a constant answer's accuracy (or 0%); {len(above)} score above the majority baseline"
+        + (": " + ", ".join(f"seed {sd} {n} {100 * a:.0f}%" for sd, n, a in above) if above else "") + ".",
+    ]
+
+
 def verdict(results: dict[str, Any]) -> list[str]:
     """Sentences computed from the numbers: DOPD against each vanilla OPD flavour, and the probe."""
     lines = []
@@ -223,6 +244,7 @@ def verdict(results: dict[str, Any]) -> list[str]:
     if len(probe) > 2:
         lines.append("- Pruning probe (on `vanilla_opd_priv`), final accuracy minus the unpruned run's: "
                      + "; ".join(f"{r[0]} {r[2]} points" for r in probe[2:]) + ".")
+    lines += constant_answer_lines(results)
     changes = [(n, *entropy_change(results, n)) for n in results["config"]["methods"]]
     lines.append("- Student entropy, first → last 5 logged steps (seed mean, nats): "
                  + ", ".join(f"`{n}` {a:.2f} → {b:.2f}" for n, a, b in changes if not math.isnan(a)) + ".")
@@ -380,6 +402,16 @@ One earlier launch was stopped part-way: its answer chain (`It is a triangle. A 
 29 tokens with the tiny BPE tokenizer) was longer than the 24 new tokens allowed in rollouts and evaluation, so no
 generation could reach `Answer:` and every distilled run read 0.0% held-out accuracy. The chain was shortened to the
 one above (16 tokens); nothing else changed.
+
+Reading of this run's numbers (an interpretation, not a measurement): no student learned to read the shape from
+the image. Visible-shape and covered-shape accuracies are about equal in every row, most evaluations without p score
+exactly what one constant answer scores (see "What came out"), and none beats the majority answer. The gains over
+the start therefore measure which constant answer a method drifts to (the majority answer "3" pays most), not
+learned capability, and say nothing yet about privilege illusion. Both privileged views work (teacher with p 100%,
+student with p ~98%: copying the box label is easy), which leaves the x-only path, shape recognition from 4
+vision tokens of a tiny randomly initialised vision tower in 150-300 SFT steps, as the missing piece. Not tried yet
+(each changes the task, so it would be a new run of this page): larger images (84-112 px, 9-16 vision tokens), more
+student SFT steps, a balanced answer distribution.
 """
 
 

@@ -158,4 +158,12 @@ def write_registry(data_dir: str | Path, spec: VLMTaskSpec) -> dict[str, Any]:
     example["privileged_text"] = boxes_text(train[0], spec.image_size).strip()
     return {"train": DATASET_TRAIN, "eval": DATASET_EVAL, "num_train": len(train), "num_eval": len(held_out),
             "hidden_fraction_eval": hidden_eval, "accuracy_ceiling_without_p": ceiling, "example": example,
-            "image_size": spec.image_size}
+            "image_size": spec.image_size, "answer_shares_eval": answer_shares(held_out)}
+
+
+def answer_shares(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Share of each answer among `rows`: a student that always gives answer a scores answer_shares[a]."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[str(row["meta"]["answer"])] = counts.get(str(row["meta"]["answer"]), 0) + 1
+    return {k: v / len(rows) for k, v in sorted(counts.items())}
