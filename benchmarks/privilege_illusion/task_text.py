@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .datasets_io import write_task_datasets
+
 SYSTEM = "Answer briefly."
 DATASET_TRAIN = "pi_text_train"
 DATASET_EVAL = "pi_text_eval"
@@ -87,21 +89,8 @@ def write_registry(data_dir: str | Path, spec: TextTaskSpec) -> dict[str, Any]:
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     train, held_out = generate(spec)
-    info: dict[str, Any] = {}
-    for name, rows in ((DATASET_TRAIN, train), (DATASET_EVAL, held_out)):
-        (data_dir / f"{name}.json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
-        info[name] = registry_entry(f"{name}.json")
-    # every training row twice: once as x, once as x+p written into the prompt (no privileged column), so that one
-    # plain-view SFT run teaches the student both views (its privileged view S(.|x,p) must mean something)
-    mixed = []
-    for row in train:
-        mixed.append({k: v for k, v in row.items() if k != "privileged"})
-        with_p = json.loads(json.dumps(mixed[-1]))
-        with_p["messages"][0]["content"] += HINT_TEMPLATE.format(hint=row["privileged"])
-        mixed.append(with_p)
-    (data_dir / f"{DATASET_MIXED}.json").write_text(json.dumps(mixed, indent=1), encoding="utf-8")
-    info[DATASET_MIXED] = registry_entry(f"{DATASET_MIXED}.json")
-    (data_dir / "dataset_info.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+    write_task_datasets(data_dir, (DATASET_TRAIN, DATASET_EVAL, DATASET_MIXED), train, held_out, registry_entry,
+                        lambda row: HINT_TEMPLATE.format(hint=row["privileged"]))
     hidden_eval = sum(r["meta"]["hidden"] for r in held_out) / len(held_out)
     # a student that adds perfectly and guesses the hidden digit uniformly
     ceiling = (1 - hidden_eval) + hidden_eval / 10

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .datasets_io import write_task_datasets
+
 SYSTEM = "Answer briefly."
 DATASET_TRAIN = "pi_vlm_train"
 DATASET_EVAL = "pi_vlm_eval"
@@ -138,20 +140,8 @@ def write_registry(data_dir: str | Path, spec: VLMTaskSpec) -> dict[str, Any]:
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     train, held_out = generate(spec, data_dir)
-    info: dict[str, Any] = {}
-    for name, rows in ((DATASET_TRAIN, train), (DATASET_EVAL, held_out)):
-        (data_dir / f"{name}.json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
-        info[name] = registry_entry(f"{name}.json")
-    # every training row twice: as x, and as x+p with the boxes text written into the prompt (no privileged column)
-    mixed = []
-    for row in train:
-        mixed.append({k: v for k, v in row.items() if k != "privileged"})
-        with_p = json.loads(json.dumps(mixed[-1]))
-        with_p["messages"][0]["content"] += boxes_text(row, spec.image_size)
-        mixed.append(with_p)
-    (data_dir / f"{DATASET_MIXED}.json").write_text(json.dumps(mixed, indent=1), encoding="utf-8")
-    info[DATASET_MIXED] = registry_entry(f"{DATASET_MIXED}.json")
-    (data_dir / "dataset_info.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+    write_task_datasets(data_dir, (DATASET_TRAIN, DATASET_EVAL, DATASET_MIXED), train, held_out, registry_entry,
+                        lambda row: boxes_text(row, spec.image_size))
     hidden_eval = sum(r["meta"]["hidden"] for r in held_out) / len(held_out)
     ceiling = (1 - hidden_eval) + hidden_eval / len(SHAPES)  # every visible shape right, covered ones guessed
     example = json.loads(json.dumps(train[0]))
