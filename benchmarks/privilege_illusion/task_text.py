@@ -20,7 +20,6 @@ as one token: short sequences, fast CPU training.
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
