@@ -1,6 +1,5 @@
 """routing_scope=global: thresholds from the tokens of every rank (2 CPU processes, gloo)."""
 
-import os
 
 import torch
 import torch.distributed as dist

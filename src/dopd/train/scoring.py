@@ -22,32 +22,3 @@ def gather_response(hidden: torch.Tensor, labels: torch.Tensor) -> tuple[torch.T
     packed_labels[rows, rank] = labels[rows, cols]
     return packed, packed_labels
 
-
-class VocabSlicedHead(torch.nn.Module):
-    """An lm_head restricted to the tokenizer's vocabulary.
-
-    Checkpoints often pad the output layer beyond the tokenizer (Qwen: 151,936 rows for 151,665 tokens). Sampling
-    never picks those rows, so the distributions the objective compares must not include them either.
-    """
-
-    def __init__(self, head: torch.nn.Module, vocab_size: int) -> None:
-        super().__init__()
-        self.head = head
-        self.vocab_size = vocab_size
-
-    @property
-    def weight(self) -> torch.Tensor:
-        return self.head.weight[: self.vocab_size]
-
-    @property
-    def bias(self):
-        bias = getattr(self.head, "bias", None)
-        return bias[: self.vocab_size] if isinstance(bias, torch.Tensor) else None
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.linear(hidden, self.weight, self.bias)
-
-
-def restrict_head(head: torch.nn.Module, vocab_size: int) -> torch.nn.Module:
-    rows = head.weight.shape[0]
-    return head if rows <= vocab_size else VocabSlicedHead(head, vocab_size)

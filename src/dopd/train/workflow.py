@@ -18,8 +18,6 @@ from dopd.hparams import ConfigError, DOPDConfig, parse_config
 
 logger = logging.getLogger("dopd")
 
-STAGES_WITHOUT_TEACHER = ("sft", "opsd")
-
 
 @dataclass
 class TrainResult:
