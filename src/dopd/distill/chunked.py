@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .config import DOPDLossConfig
+from .routing import Thresholds
 from .loss import (
     DOPDLossOutput, RowFn, check_labels, check_needed, loss_pass, make_plan, routing_logprobs, scatter_outputs,
     valid_positions,
@@ -135,6 +136,8 @@ def dopd_loss_from_hidden(
     *,
     generator: Optional[torch.Generator] = None,
     vocab_size: Optional[int] = None,
+    thresholds: Optional[Thresholds] = None,
+    denominator: Optional[float] = None,
 ) -> DOPDLossOutput:
     """The routed DOPD objective from final hidden states, computed in chunks of `chunk_size` tokens.
 
@@ -149,6 +152,8 @@ def dopd_loss_from_hidden(
     layer beyond the tokenizer; those rows are never sampled); None or more than the student's rows: all of its
     rows. Same value and gradient as passing heads sliced to `vocab_size` rows (the padding rows get zero
     gradient), without autograd materialising a zero-padded copy of the sliced weight's gradient.
+
+    `thresholds`, `denominator`: this call as one part of a larger batch, as in `dopd_loss`.
     """
     config = config if config is not None else DOPDLossConfig()
     if student_hidden.dim() != 3 or student_hidden.shape[:2] != labels.shape:
@@ -193,7 +198,7 @@ def dopd_loss_from_hidden(
     # [chunk, V] product is freed at once instead of living on next to its float32 copy and log-softmax.
     chunk = max(1, chunk_size or n or 1)
     log_q_s, log_q_t = routing_logprobs(targets, labels_v, chunk)
-    plan = make_plan(config, labels_v, seq, B, log_q_s, log_q_t, generator)
+    plan = make_plan(config, labels_v, seq, B, log_q_s, log_q_t, generator, thresholds, denominator)
     h_s = _rows(student_hidden, flat_idx, dense)  # differentiable gather of the response rows
     run = _HiddenRun(n, plan, targets, config, chunk, vocab)
     loss, per_tok, entropy = _FusedHiddenLoss.apply(h_s, w_s, b_s, run)

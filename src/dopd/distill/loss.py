@@ -99,12 +99,16 @@ def make_plan(
     log_q_s: Optional[Tensor],
     log_q_t: Optional[Tensor],
     generator: Optional[torch.Generator] = None,
+    thresholds: Optional[Thresholds] = None,
+    denominator: Optional[float] = None,
 ) -> Plan:
+    """`thresholds` given: route with them (statistics of a larger batch, e.g. the optimizer step) instead of this
+    call's. `denominator` given: the loss is this call's share of a larger batch's mean (see `dopd_loss`)."""
     n, device = labels.numel(), labels.device
     has_gap = log_q_s is not None and log_q_t is not None
-    thresholds = None
     if has_gap:
-        if n > 0 or config.routing_scope == "global":  # a global scope joins the collective even with no tokens
+        if thresholds is None and (n > 0 or config.routing_scope == "global"):
+            # a global scope joins the collective even with no tokens
             thresholds = compute_thresholds(log_q_s, log_q_t, config.trim, config.routing_scope)
         regimes = assign_regimes(log_q_s, log_q_t, thresholds) if n > 0 else labels.new_empty(0)
         gap = (log_q_t - log_q_s).abs()
@@ -128,10 +132,11 @@ def make_plan(
 
     keepf = keep.float()
     if config.aggregation == "token":
-        coeff = keepf / keepf.sum().clamp_min(1.0)
+        total = keepf.sum().clamp_min(1.0) if denominator is None else max(float(denominator), 1.0)
+        coeff = keepf / total
     else:  # mean over sequences of each sequence's token mean
         counts = torch.zeros(num_seqs, dtype=torch.float32, device=device).index_add_(0, seq, keepf)
-        num_nonempty = (counts > 0).sum().clamp_min(1).float()
+        num_nonempty = (counts > 0).sum().clamp_min(1).float() if denominator is None else max(float(denominator), 1.0)
         coeff = keepf / (counts[seq].clamp_min(1.0) * num_nonempty)
     return Plan(labels, regimes, gap, has_gap, keep, weights, coeff, thresholds)
 
@@ -418,6 +423,8 @@ def dopd_loss(
     *,
     generator: Optional[torch.Generator] = None,
     chunk_size: Optional[int] = 1024,
+    thresholds: Optional[Thresholds] = None,
+    denominator: Optional[float] = None,
 ) -> DOPDLossOutput:
     """The routed DOPD objective from logits.
 
@@ -426,6 +433,12 @@ def dopd_loss(
     token each position predicts, -100 at non-response positions. `generator` seeds the random pruning probe
     (default: from `config.prune_seed` and the batch's token ids). `chunk_size` bounds the transient memory of a
     chunk of rows; the result does not depend on it.
+
+    A call can be one part of a larger batch (the micro-batches of an optimizer step, on every rank):
+    `thresholds` (a `Thresholds`, e.g. `compute_thresholds` over the whole batch's log q_S, log q_T) routes with
+    that batch's statistics instead of this call's; `denominator` makes the loss this call's share of the batch's
+    mean: with `aggregation: token` the number of tokens of the whole batch, with `sequence` its number of
+    (non-empty) sequences. Summing the calls' losses then gives the batch's loss.
     """
     config = config if config is not None else DOPDLossConfig()
     if student_logits.dim() != 3 or student_logits.shape[:2] != labels.shape:
@@ -448,7 +461,7 @@ def dopd_loss(
     }
     chunk = max(1, chunk_size or n or 1)
     log_q_s, log_q_t = routing_logprobs(targets, labels_v, chunk)
-    plan = make_plan(config, labels_v, seq, B, log_q_s, log_q_t, generator)
+    plan = make_plan(config, labels_v, seq, B, log_q_s, log_q_t, generator, thresholds, denominator)
     run = _LogitsRun(n, dense, flat_idx, plan, targets, config, chunk)
     loss, per_tok, entropy = _FusedLogitsLoss.apply(student_logits, run)
     return scatter_outputs((B, T), flat_idx, plan, per_tok, entropy, loss, config)
