@@ -25,6 +25,7 @@ from .loss import (
     DOPDLossOutput, RowFn, check_labels, check_needed, loss_pass, make_plan, routing_logprobs, scatter_outputs,
     valid_positions,
 )
+from .diagnostics import DiagnosticsProbe
 
 LMHead = Union[torch.nn.Module, Tensor]
 _W_BLOCK_ROWS = 16384  # vocabulary rows per low-precision weight-gradient product (see the sink below)
@@ -88,7 +89,8 @@ class _FusedHiddenLoss(torch.autograd.Function):
 
         want = need_h or need_w or need_b
         per_tok, entropy = loss_pass(
-            student_rows, run.n, run.plan, run.targets, run.config, run.chunk, sink if want else None, h_all.device
+            student_rows, run.n, run.plan, run.targets, run.config, run.chunk, sink if want else None, h_all.device,
+            run.probe,
         )
         loss = (per_tok * coeff).sum()
         # kept as attributes, not saved tensors: backward hands them over and scales them in place, so the
@@ -117,6 +119,7 @@ class _HiddenRun:
                  vocab: int):
         self.n, self.plan, self.targets, self.config, self.chunk = n, plan, targets, config, chunk
         self.vocab = vocab
+        self.probe: Optional[DiagnosticsProbe] = None
 
 
 def _rows(hidden: Tensor, flat_idx: Tensor, dense: bool) -> Tensor:
@@ -197,9 +200,14 @@ def dopd_loss_from_hidden(
     # The targets' logit rows are handed over as float32 (what log_probs makes of them anyway): the low-precision
     # [chunk, V] product is freed at once instead of living on next to its float32 copy and log-softmax.
     chunk = max(1, chunk_size or n or 1)
-    log_q_s, log_q_t = routing_logprobs(targets, labels_v, chunk)
+    probe = DiagnosticsProbe.for_targets(targets, labels_v)  # None unless both privileged policies are scored
+    log_q_s, log_q_t = routing_logprobs(targets, labels_v, chunk, probe)
     plan = make_plan(config, labels_v, seq, B, log_q_s, log_q_t, generator, thresholds, denominator)
     h_s = _rows(student_hidden, flat_idx, dense)  # differentiable gather of the response rows
     run = _HiddenRun(n, plan, targets, config, chunk, vocab)
+    run.probe = probe
     loss, per_tok, entropy = _FusedHiddenLoss.apply(h_s, w_s, b_s, run)
-    return scatter_outputs((B, T), flat_idx, plan, per_tok, entropy, loss, config)
+    out = scatter_outputs((B, T), flat_idx, plan, per_tok, entropy, loss, config)
+    if probe is not None:
+        out.metrics.update(probe.metrics(plan.regimes, log_q_s, log_q_t))
+    return out

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from .config import DOPDLossConfig
+from .diagnostics import DiagnosticsProbe
 from .divergences import FULL_FUNCTIONS, LOG_FLOOR, divergence, log_probs, renormalized
 from .routing import (
     REGIMES, IGNORED, UNROUTED, Thresholds, assign_regimes, compute_thresholds, prune_keep_mask,
@@ -72,13 +73,17 @@ class Plan:
 
 # ---------------------------------------------------------------------------------------------- pass 1
 @torch.no_grad()
-def sampled_logprobs(row_fn: RowFn, labels: Tensor, chunk: int) -> Tensor:
-    """log p(labels) at temperature 1 (float32, floored like `log_probs`), computed chunk by chunk."""
+def sampled_logprobs(row_fn: RowFn, labels: Tensor, chunk: int,
+                     on_rows: Optional[Callable[[slice, Tensor], None]] = None) -> Tensor:
+    """log p(labels) at temperature 1 (float32, floored like `log_probs`), computed chunk by chunk; `on_rows(rows, z)`
+    sees each chunk's logits (the diagnostics take the argmax there)."""
     n = labels.numel()
     out = torch.empty(n, dtype=torch.float32, device=labels.device)
     for start in range(0, n, chunk):
         rows = slice(start, min(n, start + chunk))
         z = row_fn(rows).float()
+        if on_rows is not None:
+            on_rows(rows, z)
         lp = z.gather(-1, labels[rows].unsqueeze(-1)).squeeze(-1) - z.logsumexp(-1)
         out[rows] = lp.clamp_min(-1.0e4)
     return out
@@ -232,6 +237,7 @@ def loss_pass(
     chunk: int,
     sink: Optional[GradSink],
     device: torch.device,
+    probe: Optional[DiagnosticsProbe] = None,
 ) -> tuple[Tensor, Tensor]:
     """Run pass 2 chunk by chunk; hand each chunk's logit-row gradients to `sink` (None: values only)."""
     per_tok = torch.zeros(n, dtype=torch.float32, device=device)
@@ -246,6 +252,8 @@ def loss_pass(
             z = student_rows(start, end)
             z_dtype = z.dtype
             s_logp = log_probs(z, tau)
+            if probe is not None:
+                probe.student_rows(rows, s_logp if tau == 1.0 else None, z)
             if tau != 1.0:
                 entropy[rows] = _entropy(log_probs(z, 1.0))
             del z
@@ -259,6 +267,8 @@ def loss_pass(
                 # dz = (g - softmax * sum(g)) / tau; s_logp is not needed any more: exponentiated in place
                 g.masked_fill_(s_logp <= LOG_FLOOR, 0.0)
                 g_sum = g.sum(-1, keepdim=True)
+                if probe is not None:  # before the in-place softmax backward below
+                    probe.student_grad(rows, s_logp, g, g_sum)
                 g.sub_(s_logp.exp_().mul_(g_sum))
                 if tau != 1.0:
                     g.div_(tau)
@@ -284,7 +294,8 @@ class _FusedLogitsLoss(torch.autograd.Function):
             rows_grad[start:end] = g
 
         per_tok, entropy = loss_pass(
-            student_rows, run.n, run.plan, run.targets, run.config, run.chunk, sink if need else None, flat.device
+            student_rows, run.n, run.plan, run.targets, run.config, run.chunk, sink if need else None, flat.device,
+            run.probe,
         )
         loss = (per_tok * run.plan.coeff).sum()
         ctx.run = run
@@ -318,6 +329,7 @@ class _LogitsRun:
     targets: dict[str, Optional[RowFn]]
     config: DOPDLossConfig
     chunk: int
+    probe: Optional[DiagnosticsProbe] = None
 
 
 # ---------------------------------------------------------------------------------------------- shared helpers
@@ -343,13 +355,15 @@ def check_needed(config: DOPDLossConfig, priv: Optional[Tensor], teacher: Option
 
 
 def routing_logprobs(
-    targets: dict[str, Optional[RowFn]], labels_v: Tensor, chunk: int
+    targets: dict[str, Optional[RowFn]], labels_v: Tensor, chunk: int, probe: Optional[DiagnosticsProbe] = None,
 ) -> tuple[Optional[Tensor], Optional[Tensor]]:
     """Pass 1. Computed whenever both targets are present (routing or, for unrouted presets, metrics only)."""
     priv, teacher = targets.get("privileged_student"), targets.get("teacher")
     if priv is None or teacher is None:
         return None, None
-    return sampled_logprobs(priv, labels_v, chunk), sampled_logprobs(teacher, labels_v, chunk)
+    hook = (lambda name: None) if probe is None else (lambda name: lambda rows, z: probe.target_rows(name, rows, z))
+    return (sampled_logprobs(priv, labels_v, chunk, hook("privileged_student")),
+            sampled_logprobs(teacher, labels_v, chunk, hook("teacher")))
 
 
 def scatter_outputs(
@@ -460,8 +474,12 @@ def dopd_loss(
         "teacher": _target_rows(teacher_logits, flat_idx, dense, V, "teacher"),
     }
     chunk = max(1, chunk_size or n or 1)
-    log_q_s, log_q_t = routing_logprobs(targets, labels_v, chunk)
+    probe = DiagnosticsProbe.for_targets(targets, labels_v)  # None unless both privileged policies are scored
+    log_q_s, log_q_t = routing_logprobs(targets, labels_v, chunk, probe)
     plan = make_plan(config, labels_v, seq, B, log_q_s, log_q_t, generator, thresholds, denominator)
-    run = _LogitsRun(n, dense, flat_idx, plan, targets, config, chunk)
+    run = _LogitsRun(n, dense, flat_idx, plan, targets, config, chunk, probe)
     loss, per_tok, entropy = _FusedLogitsLoss.apply(student_logits, run)
-    return scatter_outputs((B, T), flat_idx, plan, per_tok, entropy, loss, config)
+    out = scatter_outputs((B, T), flat_idx, plan, per_tok, entropy, loss, config)
+    if probe is not None:
+        out.metrics.update(probe.metrics(plan.regimes, log_q_s, log_q_t))
+    return out
