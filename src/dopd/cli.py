@@ -4,6 +4,7 @@
     dopd-cli eval CONFIG.yaml [key=value ...]
     dopd-cli check-data CONFIG.yaml [key=value ...]
     dopd-cli export CONFIG.yaml [key=value ...]
+    dopd-cli annotate CONFIG.yaml [key=value ...]
     dopd-cli env
 """
 
@@ -35,6 +36,8 @@ def _command(name: str) -> Callable[[Optional[str], list[str]], int]:
         from dopd.data.check import run_check_data_cli as fn
     elif name == "export":
         from dopd.model.export import run_export_cli as fn
+    elif name == "annotate":
+        from dopd.annotate.workflow import run_annotate_cli as fn
     else:
         raise KeyError(name)
     return fn

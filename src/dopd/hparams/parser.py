@@ -15,6 +15,7 @@ from typing import Any, NamedTuple, Optional, Sequence
 
 import yaml
 
+from .annotate_args import AnnotateArguments
 from .data_args import DataArguments
 from .distill_args import DistillArguments
 from .eval_args import EvalArguments
@@ -24,6 +25,7 @@ from .rollout_args import RolloutArguments
 
 OUR_DATACLASSES = (
     ModelArguments, DataArguments, FinetuningArguments, DistillArguments, RolloutArguments, EvalArguments,
+    AnnotateArguments,
 )
 
 
@@ -39,6 +41,7 @@ class DOPDConfig(NamedTuple):
     rollout: RolloutArguments
     training: Any  # DOPDTrainingArguments, or None when not requested
     evaluation: EvalArguments = EvalArguments()  # `dopd-cli eval` and evaluation during training
+    annotate: AnnotateArguments = AnnotateArguments()  # `dopd-cli annotate`
 
 
 def _training_class():
@@ -166,6 +169,7 @@ def parse_config_dict(config: dict[str, Any], with_training: bool = True, source
     return DOPDConfig(
         built[ModelArguments], built[DataArguments], built[FinetuningArguments],
         built[DistillArguments], built[RolloutArguments], training, built[EvalArguments],
+        built[AnnotateArguments],
     )
 
 
