@@ -53,13 +53,14 @@ def eval_temperature(eval_args: Any) -> float:
 
 
 def eval_generation_kwargs(eval_args: Any, rollout_args: Any = None) -> dict[str, Any]:
-    """`generate` keyword arguments: greedy at temperature 0, else sampling with temperature / top_p."""
+    """`generate` keyword arguments: greedy at temperature 0, else sampling with temperature / top_p (no top-k, no
+    repetition penalty, whatever the checkpoint's generation_config.json says)."""
     max_new = eval_args.eval_max_new_tokens or getattr(rollout_args, "max_new_tokens", None) or 512
     temperature = eval_temperature(eval_args)
-    kwargs: dict[str, Any] = {"max_new_tokens": int(max_new), "do_sample": temperature > 0}
+    kwargs: dict[str, Any] = {"max_new_tokens": int(max_new), "do_sample": temperature > 0, "repetition_penalty": 1.0}
     if temperature > 0:
-        kwargs.update(temperature=temperature, top_p=eval_args.eval_top_p, top_k=None)
-    return kwargs
+        kwargs.update(temperature=temperature, top_p=float(eval_args.eval_top_p), top_k=0)
+    return kwargs  # every setting explicit: the checkpoint's generation_config.json adds only eos / pad / bos
 
 
 def _with_suffix(view: Any, suffix: str) -> Any:

@@ -1,7 +1,7 @@
 """Arguments for the student and the teacher models."""
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 
 @dataclass
@@ -46,6 +46,18 @@ class ModelArguments:
         default=768 * 768,
         metadata={"help": "Maximum pixels of an image after resizing by the processor (qwen-vl-utils max_pixels)."},
     )
+    enable_thinking: Optional[bool] = field(
+        default=None,
+        metadata={"help": "Reasoning models with a thinking switch in their chat template (Qwen3): false renders the "
+                          "non-thinking prompt (Qwen3 appends an empty `<think>\\n\\n</think>` block), true the "
+                          "thinking one; passed to every render of student, teacher and eval prompts. "
+                          "Default (unset): the template's own default (Qwen3: thinking)."},
+    )
+    chat_template_kwargs: Optional[Any] = field(
+        default=None,
+        metadata={"help": "Extra variables for the chat template at every render, a mapping (or YAML/JSON text), "
+                          "e.g. {enable_thinking: false}; `enable_thinking`, when set, overrides the same key here."},
+    )
     cache_dir: Optional[str] = field(
         default=None,
         metadata={"help": "Where hub downloads are cached."},
@@ -54,3 +66,21 @@ class ModelArguments:
         default=None,
         metadata={"help": "`dopd-cli export`: folder to save the merged model and processor to."},
     )
+
+    def __post_init__(self) -> None:
+        kwargs = self.chat_template_kwargs
+        if isinstance(kwargs, str):
+            import yaml
+
+            kwargs = yaml.safe_load(kwargs) if kwargs.strip() else None
+        if kwargs is not None and not isinstance(kwargs, dict):
+            raise ValueError(f"chat_template_kwargs must be a mapping of template variables, got {kwargs!r}")
+        self.chat_template_kwargs = dict(kwargs) if kwargs else None
+
+    def template_kwargs(self) -> dict[str, Any]:
+        """What every `apply_chat_template` call gets besides the messages (`chat_template_kwargs` +
+        `enable_thinking`)."""
+        out = dict(self.chat_template_kwargs or {})
+        if self.enable_thinking is not None:
+            out["enable_thinking"] = bool(self.enable_thinking)
+        return out

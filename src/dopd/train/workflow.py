@@ -75,6 +75,7 @@ def run_train(cfg: DOPDConfig) -> TrainResult:
     from dopd.train.callbacks import GracefulStopCallback, JsonlLogCallback, NonFiniteLossCallback
     from dopd.train.dataset import PromptViewDataset, collate_encoded_samples
     from dopd.train.plots import plot_log_history
+    from dopd.train.rollout import check_sampling_matches_loss
     from dopd.train.trainer import DOPDTrainer
 
     model_args, data_args, ft_args = cfg.model, cfg.data, cfg.finetuning
@@ -89,6 +90,7 @@ def run_train(cfg: DOPDConfig) -> TrainResult:
         raise ConfigError("multi-process training needs a DeepSpeed config: add e.g. "
                           "`deepspeed: configs/deepspeed/ds_z2_config.json`")
     loss_config = None if stage == "sft" else DOPDLossConfig.from_args(distill_args, stage)
+    check_sampling_matches_loss(loss_config, rollout_args)
     needs_teacher = stage != "sft" and loss_config.needs_teacher
     if needs_teacher and not model_args.teacher_model_name_or_path:
         raise ConfigError(f"stage `{stage}` needs `teacher_model_name_or_path`")

@@ -144,7 +144,7 @@ class ModelAdapter:
                 holder = self.processor if self.processor is not None else self.tokenizer
                 text = holder.apply_chat_template(
                     [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "DOPD_PROBE"}],
-                    tokenize=False, add_generation_prompt=False)
+                    tokenize=False, add_generation_prompt=False, **self.template_kwargs)
                 suffix = text.split("DOPD_PROBE", 1)[1]
                 ids = self.tokenizer(suffix, add_special_tokens=False)["input_ids"]
                 found = next((int(t) for t in ids if int(t) in stops), None)
@@ -175,11 +175,19 @@ class ModelAdapter:
         """Our message dicts -> what the chat template expects (text families: unchanged strings)."""
         return [{"role": m["role"], "content": m["content"]} for m in messages]
 
+    @property
+    def template_kwargs(self) -> dict[str, Any]:
+        """Variables every chat-template render gets (`chat_template_kwargs`, `enable_thinking`): the plain and
+        privileged views, the teacher's view, length estimates while truncating, the end-of-turn probe and eval
+        all render through `render` / this, so a non-thinking Qwen3 run is non-thinking everywhere."""
+        fn = getattr(self.model_args, "template_kwargs", None)
+        return dict(fn()) if callable(fn) else {}
+
     def render(self, messages: Sequence[dict[str, Any]]) -> str:
         """The prompt text, exactly as the checkpoint's chat template renders it, generation prompt added."""
         holder = self.processor if self.processor is not None else self.tokenizer
         return holder.apply_chat_template(self.to_template_messages(messages), tokenize=False,
-                                          add_generation_prompt=True)
+                                          add_generation_prompt=True, **self.template_kwargs)
 
     def _tokenize_rendered(self, text: str, images: Sequence[Any]) -> tuple[list[int], dict[str, torch.Tensor]]:
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -367,21 +375,80 @@ class ModelAdapter:
     def _cast_pixels(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return batch
 
-    def _gen_kwargs(self, model: nn.Module, gen_kwargs: dict[str, Any]) -> dict[str, Any]:
+    def generation_config_for(self, gen_kwargs: dict[str, Any]) -> Any:
+        """A `GenerationConfig` built from our settings alone: the checkpoint's `generation_config.json` contributes
+        its eos / pad / bos ids and nothing else (no repetition penalty, top-k, min-p, epsilon cutoff... of its own).
+
+        `gen_kwargs`: max_new_tokens, do_sample, temperature, top_p, top_k (0 or None: off), repetition_penalty,
+        plus any other GenerationConfig field given explicitly. Sampling settings not given are neutral
+        (temperature 1, top_p 1, no top-k, no penalty), so a sample is a sample of the model's own distribution.
+        """
+        from transformers import GenerationConfig
+
         kw = dict(gen_kwargs)
-        kw.setdefault("eos_token_id", self.stop_token_ids)
-        kw.setdefault("pad_token_id", self.pad_token_id)
+        do_sample = bool(kw.pop("do_sample", False))
+        settings: dict[str, Any] = {"do_sample": do_sample, "num_beams": 1, "use_cache": kw.pop("use_cache", True)}
+        if do_sample:
+            settings.update(temperature=float(kw.pop("temperature", None) or 1.0),
+                            top_p=float(kw.pop("top_p", None) or 1.0), top_k=int(kw.pop("top_k", None) or 0),
+                            typical_p=1.0, epsilon_cutoff=0.0, eta_cutoff=0.0)
+        else:
+            for key in ("temperature", "top_p", "top_k"):
+                kw.pop(key, None)
+        settings["repetition_penalty"] = float(kw.pop("repetition_penalty", None) or 1.0)
+        settings.update(kw)
+        checkpoint = getattr(self, "generation_config", None)
+        bos = getattr(checkpoint, "bos_token_id", None)
+        if bos is None:
+            bos = self.tokenizer.bos_token_id
+        settings.setdefault("eos_token_id", self.stop_token_ids)
+        settings.setdefault("pad_token_id", self.pad_token_id)
+        if bos is not None:
+            settings.setdefault("bos_token_id", bos)
         if self.suppressed_token_ids:
-            kw["suppress_tokens"] = sorted(set(kw.get("suppress_tokens") or []) | set(self.suppressed_token_ids))
+            settings["suppress_tokens"] = sorted(set(settings.get("suppress_tokens") or [])
+                                                 | set(self.suppressed_token_ids))
+        config = GenerationConfig(**settings)
+        self._log_generation_settings(config, checkpoint)
+        return config
+
+    def _log_generation_settings(self, config: Any, checkpoint: Any) -> None:
+        """Once per distinct setting: what generation runs with, and which checkpoint defaults it ignores."""
+        shown = ("max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "repetition_penalty")
+        ours = {k: getattr(config, k, None) for k in shown if getattr(config, k, None) is not None}
+        key = "gen:" + repr(sorted(ours.items()))
+        if key in self._warned:
+            return
+        self._warned.add(key)
+        ignored = {}
+        if checkpoint is not None:
+            for k, v in checkpoint.to_diff_dict().items():
+                if k in ("eos_token_id", "pad_token_id", "bos_token_id", "transformers_version", "_from_model_config"):
+                    continue
+                if getattr(config, k, None) != v:
+                    ignored[k] = v
+        logger.info("%s: generating with %s%s", self.name_or_path,
+                    ", ".join(f"{k}={v}" for k, v in ours.items()),
+                    f"; ignoring the checkpoint's generation_config.json: "
+                    f"{', '.join(f'{k}={v}' for k, v in sorted(ignored.items()))}" if ignored else "")
+
+    def _gen_kwargs(self, model: nn.Module, gen_kwargs: dict[str, Any]) -> dict[str, Any]:
+        """`generate` arguments: `generation_config` (ours alone, see `generation_config_for`) + logits processors."""
+        kw = dict(gen_kwargs)
+        call: dict[str, Any] = {}
+        for key in ("logits_processor", "stopping_criteria"):
+            if key in kw:
+                call[key] = kw.pop(key)
+        call["generation_config"] = self.generation_config_for(kw)
         width = self.unwrap(model).get_output_embeddings().weight.shape[0]
         if width > self.vocab_size:
             # logit rows beyond the tokenizer are padding: never sample them
             from transformers import LogitsProcessorList
 
-            procs = LogitsProcessorList(kw.pop("logits_processor", None) or [])
+            procs = LogitsProcessorList(call.pop("logits_processor", None) or [])
             procs.append(MaskPaddedVocab(self.vocab_size))
-            kw["logits_processor"] = procs
-        return kw
+            call["logits_processor"] = procs
+        return call
 
     def _cut_responses(self, new_tokens: torch.Tensor) -> list[list[int]]:
         stops = set(self.stop_token_ids)
@@ -413,16 +480,21 @@ class ModelAdapter:
         (raw logits, before temperature / top-k / top-p processing)."""
         self._reset_state(model)
         batch = self._cast_pixels(model, self._to_device(model, batch))
-        kw = self._gen_kwargs(model, gen_kwargs)
+        gen_kwargs = dict(gen_kwargs)
         if return_logprobs:
-            kw.update(return_dict_in_generate=True, output_logits=True)
-        kw.setdefault("use_cache", True)
+            gen_kwargs.update(return_dict_in_generate=True, output_logits=True)
+        kw = self._gen_kwargs(model, gen_kwargs)
         was_training = model.training
         model.eval()  # sample from the policy without dropout; also lets gradient-checkpointed models use the cache
+        # transformers fills every field our config leaves unset from `model.generation_config` (the checkpoint's
+        # file): for the duration of the call, the model's own config is ours too
+        base = self.unwrap(model)
+        saved = getattr(base, "generation_config", None)
+        base.generation_config = kw["generation_config"]
         try:
-            out = self.unwrap(model).generate(**batch, **kw) if _needs_unwrap_for_generate(model) \
-                else model.generate(**batch, **kw)
+            out = base.generate(**batch, **kw) if _needs_unwrap_for_generate(model) else model.generate(**batch, **kw)
         finally:
+            base.generation_config = saved
             model.train(was_training)
             self._reset_state(model)
         sequences = out.sequences if return_logprobs else out
