@@ -182,9 +182,10 @@ def _record(store: AnnotationStore, summary: AnnotateSummary, outcome: Outcome, 
         summary.counts[REASON_COUNTER.get(outcome.reason, outcome.reason)] += 1
 
 
-def _hub_hint(entry: dict[str, Any], name: str) -> str:
+def _hub_hint(entry: dict[str, Any], name: str, dataset_dir: str) -> str:
+    """The entry's own `annotate.download` instructions (the paper's training sets carry them)."""
     how = (entry.get("annotate") or {}).get("download") if isinstance(entry.get("annotate"), dict) else None
-    return f"\nto get `{name}` for offline use: {how}" if how else ""
+    return f"\nto get `{name}`: {how.replace('<dataset_dir>', dataset_dir)}" if how else ""
 
 
 def _load(data_args: Any, info: dict[str, Any], name: str) -> tuple[Any, list[tuple[CanonicalSample, dict]], list]:
@@ -192,7 +193,7 @@ def _load(data_args: Any, info: dict[str, Any], name: str) -> tuple[Any, list[tu
     try:
         rows = read_rows(attr)
     except ConfigError as err:
-        raise ConfigError(f"{err}{_hub_hint(info[name], name)}") from None
+        raise ConfigError(f"{err}{_hub_hint(info[name], name, data_args.dataset_dir)}") from None
     samples, unreadable = [], []
     for index in select_rows(len(rows), attr.num_samples, data_args.max_samples):
         source, row = rows[index]
