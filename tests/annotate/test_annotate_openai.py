@@ -181,3 +181,20 @@ def test_config_errors(tmp_path):
         run_annotate(None, base + ["dataset=vqa", "annotator_timeoutt=3"])
     with pytest.raises(ConfigError, match="exactly one"):
         run_annotate(None, base + ["dataset=vqa,vqa"])
+
+
+def test_samples_check_data_would_refuse_get_no_request(tmp_path, capsys):
+    rows = vqa_rows(tmp_path, 3)
+    rows[1]["images"] = ["img/missing.png"]  # does not exist
+    rows[2]["messages"][0]["content"] = "What is left?"  # an image but no <image> placeholder
+    rows.append({"messages": [{"role": "user", "content": "no image here"}]})  # boxes need an image
+    write_registry(tmp_path, {"vqa": (rows, SHAREGPT)})
+    with FakeChatServer(lambda req: Reply('[{"bbox_2d": [0, 0, 10, 10], "label": "x"}]'), max_requests=5) as server:
+        summary = _run(tmp_path, server, annotate_kind="boxes", annotator_grounding="qwen3_vl")
+    assert len(server.received) == 1
+    d = summary.as_dict()
+    assert (d["annotated"], d["invalid_sample"], d["no_image"]) == (1, 2, 1)
+    rejects = {r["uid"]: r for r in read_jsonl(tmp_path / "annotated" / "vqa_boxes.rejects.jsonl")}
+    assert "file not found" in rejects["vqa:1"]["detail"] and "placeholder" in rejects["vqa:2"]["detail"]
+    out = tmp_path / "annotated"
+    assert run_check_data_cli(None, ["dataset=vqa_boxes", f"dataset_dir={out}"]) == 0

@@ -16,7 +16,8 @@ from dopd.hparams import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 PAPER = {"virl39k": ("TIGER-Lab/ViRL39K", "boxes"), "dapo_math_17k": ("open-r1/DAPO-Math-17k-Processed", "hint"),
-         "rar_science_20k": ("ScaleAI/RaR-Science", "hint"), "skywork_or1_code": ("Skywork/Skywork-OR1-RL-Data", "hint")}
+         "rar_science_20k": ("ScaleAI/RaR-Science", "hint"),
+         "skywork_or1_code": ("Skywork/Skywork-OR1-RL-Data", "hint")}
 
 
 @pytest.mark.parametrize("name", sorted(PAPER))

@@ -170,7 +170,10 @@ class OpenAIBackend:
 
     def complete(self, request: ChatRequest) -> str:
         """One answer; retries 5xx/429/timeouts/refused connections with exponential backoff."""
-        body = json.dumps(self.payload(request)).encode("utf-8")
+        try:
+            body = json.dumps(self.payload(request)).encode("utf-8")
+        except (OSError, ValueError) as err:  # an image that cannot be read or encoded
+            raise RequestFailed(f"cannot build the request: {type(err).__name__}: {err}") from None
         last = "no attempt"
         unreachable = False
         for attempt in range(self.args.annotator_max_retries + 1):
@@ -261,16 +264,23 @@ class LocalBackend:
     def complete_batch(self, requests: Sequence[ChatRequest], keep_special_tokens: bool = False) -> list[Answer]:
         from dopd.data.views import PromptView
 
+        out: list[Answer] = []
         encoded = []
         for request in requests:
-            images = [self._image(p) for p in request.images] if self.adapter.is_vlm else []
-            encoded.append(self.adapter.encode_prompt(PromptView(request.messages, images)))
+            try:
+                images = [self._image(p) for p in request.images] if self.adapter.is_vlm else []
+                encoded.append(self.adapter.encode_prompt(PromptView(request.messages, images)))
+                out.append("")
+            except Exception as err:  # noqa: BLE001 - one unreadable sample must not stop the batch
+                out.append(RequestFailed(f"cannot build the prompt: {type(err).__name__}: {err}"))
+        if not encoded:
+            return out
         temperature = float(self.args.annotator_temperature)
         kwargs: dict[str, Any] = {"max_new_tokens": self.args.annotator_max_new_tokens, "do_sample": temperature > 0}
         if temperature > 0:
             kwargs.update(temperature=temperature, top_k=None, top_p=1.0)
-        responses = self.adapter.generate(self.model, self.adapter.collate_prompts(encoded), **kwargs)
-        return [self._decode(list(r), keep_special_tokens) for r in responses]
+        responses = iter(self.adapter.generate(self.model, self.adapter.collate_prompts(encoded), **kwargs))
+        return [self._decode(list(next(responses)), keep_special_tokens) if isinstance(o, str) else o for o in out]
 
     def close(self) -> None:
         self.model = None

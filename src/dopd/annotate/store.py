@@ -4,7 +4,8 @@
 Every output row is its input row (every field kept; relative image paths made absolute, since the new file lives in
 another folder) plus the `privileged` column and `source_uid` (the input sample's `<dataset>:<row>`), which is how a
 rerun knows what is finished. A rerun skips samples already written and samples rejected for a reason that a retry
-would not change (leak, unparseable answer); samples whose request failed are tried again.
+would not change (leak, unparseable answer); failed requests and samples rejected as input (unreadable, invalid,
+without image: perhaps fixed since) are examined again.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dopd.data.registry import DatasetAttr
 from dopd.data.sample import PrivilegedRecord
 
 UID_FIELD = "source_uid"
-RETRYABLE_REJECTS = ("request_failed",)
+RETRYABLE_REJECTS = ("request_failed", "invalid_sample", "unreadable", "no_image")  # re-examined on a rerun
 HUB_KEYS = ("hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name", "file_name", "subset", "split",
             "folder", "num_samples", "annotate", "eval")
 KIND_PRIVILEGE = {"hint": ["hint"], "boxes": ["boxes_text", "crops"]}

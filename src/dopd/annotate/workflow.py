@@ -21,6 +21,7 @@ from dopd.data.converters import to_canonical
 from dopd.data.loader import read_rows, select_rows
 from dopd.data.registry import get_dataset_attr, load_dataset_info, split_names
 from dopd.data.sample import Box, CanonicalSample, Crop, PrivilegedRecord, SampleError
+from dopd.data.validate import validate_samples
 from dopd.data.vision import image_size
 from dopd.hparams import ConfigError, parse_config
 
@@ -140,7 +141,7 @@ class AnnotateSummary:
 
     def as_dict(self) -> dict[str, Any]:
         keys = ("annotated", "leaked", "unparseable", "no_valid_box", "empty", "failed_requests", "unreadable",
-                "no_image", "asked_again", "boxes_dropped")
+                "invalid_sample", "no_image", "asked_again", "boxes_dropped")
         return {"dataset": self.dataset, "output": self.output_name, "kind": self.kind, "samples": self.total,
                 "skipped_already_done": self.skipped_done, **{k: int(self.counts.get(k, 0)) for k in keys},
                 "interrupted": self.interrupted, "error": self.error, "seconds": round(self.seconds, 1),
@@ -152,7 +153,8 @@ class AnnotateSummary:
                  f"{d['skipped_already_done']} already done",
                  f"  annotated {d['annotated']}, leaked {d['leaked']} (asked again {d['asked_again']}), "
                  f"unparseable {d['unparseable']}, no valid box {d['no_valid_box']}, empty {d['empty']}, "
-                 f"failed requests {d['failed_requests']}, unreadable rows {d['unreadable']}"]
+                 f"failed requests {d['failed_requests']}, unreadable rows {d['unreadable']}, invalid samples "
+                 f"{d['invalid_sample']}, without image {d['no_image']}"]
         if self.kind == "boxes":
             lines.append(f"  boxes dropped (degenerate, outside the image, unlabelled): {d['boxes_dropped']}")
         lines += [f"  {what}: {path}" for what, path in self.paths.items()]
@@ -235,7 +237,14 @@ def run_annotate(config_path: Optional[str], overrides: Sequence[str] = (), out:
             store.reject(uid, "unreadable", reason)
             summary.counts["unreadable"] += 1
     todo = [(s, row) for s, row in pairs if s.uid not in done]
-    summary.skipped_done = len(pairs) - len(todo) + sum(uid in done for uid, _ in unreadable)
+    invalid: dict[str, str] = {}  # samples check-data would refuse get no request (the output must check clean)
+    for issue in validate_samples([s for s, _ in todo], attr.columns):
+        invalid.setdefault(issue.uid, f"field `{issue.field}`: {issue.reason}")
+    for uid, reason in invalid.items():
+        store.reject(uid, "invalid_sample", reason)
+        summary.counts["invalid_sample"] += 1
+    todo = [(s, row) for s, row in todo if s.uid not in invalid]
+    summary.skipped_done = sum(s.uid in done for s, _ in pairs) + sum(uid in done for uid, _ in unreadable)
     if kind == "boxes":
         missing = [(s, row) for s, row in todo if not s.images]
         for sample, _ in missing:
