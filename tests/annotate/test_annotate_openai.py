@@ -127,7 +127,7 @@ def test_hints_leak_check_asks_again_then_drops(tmp_path):
             return Reply("Add the two numbers.")  # clean at once
         if q.startswith("Problem 1"):  # leaks once, then clean
             assert ("previous hint was rejected" in req.text) == (asked[q] > 1)
-            return Reply("It is 41." if asked[q] == 1 else "Count up from 40 by one.")
+            return Reply("It is 41." if asked[q] == 1 else "<think>so 41</think>\n\nCount up from 40 by one.")
         return Reply("The result is \\boxed{42}.")  # always leaks
 
     with FakeChatServer(reply, max_requests=20) as server:

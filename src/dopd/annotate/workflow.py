@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import logging
 import os
+import re
 import sys
 import time
 from collections import Counter
@@ -48,6 +49,13 @@ class Outcome:
 
 
 # ------------------------------------------------------------------------------------------------ the two kinds
+_THINKING = re.compile(r"^.*</think>", re.S)
+
+
+def strip_thinking(text: str) -> str:
+    """The answer without a reasoning model's `<think>...</think>` block (servers without a reasoning parser leave it
+    in the content; Qwen3-style templates may open the block in the prompt, so only `</think>` is required)."""
+    return _THINKING.sub("", text, count=1).strip() if "</think>" in text else text
 class HintTask:
     kind = "hint"
 
@@ -110,6 +118,7 @@ def annotate_samples(samples: Sequence[CanonicalSample], task: Any,
             if isinstance(answer, Exception):
                 outcome.reason, outcome.detail = "request_failed", str(answer)
                 continue
+            answer = strip_thinking(answer)
             verdict, value = task.judge(sample, answer, attempt)
             outcome.answer = answer
             if verdict == "retry":
