@@ -174,19 +174,26 @@ def boxes_draw_processor(ctx: PrivilegeContext) -> bool:
     return True
 
 
-def upscale_to_min_side(image: Image.Image, min_side: int) -> Image.Image:
-    """Upscale keeping the aspect ratio so the shortest side is at least `min_side` (never downscale)."""
+def upscale_to_min_side(image: Image.Image, min_side: int, min_pixels: int = 0) -> Image.Image:
+    """Upscale keeping the aspect ratio so the shortest side is at least `min_side` and the area at least
+    `min_pixels` (never downscale)."""
     w, h = image.size
-    if min(w, h) >= min_side:
+    scale = max(min_side / min(w, h), math.sqrt(min_pixels / (w * h)) if min_pixels > 0 else 0.0)
+    if scale <= 1.0:
         return image
-    scale = min_side / min(w, h)
     size = (max(min_side, math.ceil(w * scale - 1e-9)), max(min_side, math.ceil(h * scale - 1e-9)))
     return image.resize(size, Image.Resampling.BICUBIC)
 
 
-def crop_region(original: Image.Image, bbox: Sequence[float], min_side: int) -> Image.Image:
-    box = tuple(int(round(v)) for v in bbox)
-    return upscale_to_min_side(original.crop(box), min_side)
+def crop_box(bbox: Sequence[float]) -> tuple[int, int, int, int]:
+    """The pixel box a crop region is cut with (rounded to whole pixels)."""
+    return tuple(int(round(v)) for v in bbox)  # type: ignore[return-value]
+
+
+def crop_region(original: Image.Image, bbox: Sequence[float], min_side: int, min_pixels: int = 0) -> Image.Image:
+    """The region cut from the (EXIF-oriented) original, upscaled so it gets a meaningful number of visual
+    tokens: short side >= `min_side`, area >= `min_pixels`, aspect kept."""
+    return upscale_to_min_side(original.crop(crop_box(bbox)), min_side, min_pixels)
 
 
 @register_processor("crops")
@@ -199,7 +206,8 @@ def crops_processor(ctx: PrivilegeContext) -> bool:
     for crop in crops:
         if crop.image not in originals:
             originals[crop.image] = open_rgb(ctx.sample.images[crop.image])
-        ctx.images.append(crop_region(originals[crop.image], crop.bbox, ctx.vision.min_image_size))
+        ctx.images.append(crop_region(originals[crop.image], crop.bbox, ctx.vision.min_image_size,
+                                      int(getattr(ctx.vision, "crop_min_pixels", 0) or 0)))
         region = ctx.convention.format_region(crop.bbox, ctx.original_size(crop.image), ctx.view_size(crop.image))
         lines.append(CROP_LINE.format(region=region, image=crop.image + 1))
     ctx.blocks.append(_template(ctx.data_args, "crops_template", "crops", "\n".join(lines)))

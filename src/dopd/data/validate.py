@@ -17,7 +17,9 @@ from PIL import Image
 from dopd.hparams import ConfigError
 
 from .loader import LoadedDataset, load_datasets, mix_samples
+from .privilege import crop_box
 from .sample import IMAGE_PLACEHOLDER, CanonicalSample, SampleIssue
+from .vision import MAX_ASPECT_RATIO, aspect_ratio, oriented_size
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +45,8 @@ class _Columns:
 
 
 class _ImageCache:
-    """(width, height) or the reason an image cannot be used, once per path."""
+    """(width, height) as displayed (EXIF orientation applied) or the reason an image cannot be used, once per
+    path."""
 
     def __init__(self) -> None:
         self._cache: dict[str, Union[tuple[int, int], str]] = {}
@@ -52,9 +55,13 @@ class _ImageCache:
         if path not in self._cache:
             try:
                 with Image.open(path) as image:
-                    size = image.size
-                    image.verify()
-                self._cache[path] = size
+                    image.verify()  # must come right after open
+                with Image.open(path) as image:
+                    size = oriented_size(image)
+                ratio = aspect_ratio(*size)
+                self._cache[path] = size if ratio <= MAX_ASPECT_RATIO else (
+                    f"{path}: aspect ratio {ratio:.1f} ({size[0]}x{size[1]} pixels) exceeds {MAX_ASPECT_RATIO}, "
+                    "which the Qwen-VL image processing refuses")
             except FileNotFoundError:
                 self._cache[path] = f"file not found: {path}"
             except Exception as err:  # noqa: BLE001 - PIL raises many kinds for a broken file
@@ -90,7 +97,7 @@ def _structure_issues(sample: CanonicalSample, cols: _Columns) -> Iterable[tuple
             yield f"{cols.privileged}.boxes[{i}].label", f"contains `{IMAGE_PLACEHOLDER}`", "privileged"
 
 
-def _region_issue(bbox: Sequence[float], image: int, sizes: list[Any]) -> Optional[str]:
+def _region_issue(bbox: Sequence[float], image: int, sizes: list[Any], is_crop: bool = False) -> Optional[str]:
     if not 0 <= image < len(sizes):
         return f"refers to image {image} but the sample has {len(sizes)} image(s)"
     size = sizes[image]
@@ -102,6 +109,14 @@ def _region_issue(bbox: Sequence[float], image: int, sizes: list[Any]) -> Option
         return f"{list(bbox)} is empty (need x1 < x2 and y1 < y2)"
     if x1 < 0 or y1 < 0 or x2 > w or y2 > h:
         return f"{list(bbox)} lies outside image {image} ({w}x{h} pixels)"
+    if is_crop:  # a crop becomes an image of its own: it needs whole pixels and an aspect ratio the model takes
+        cx1, cy1, cx2, cy2 = crop_box(bbox)
+        cw, ch = cx2 - cx1, cy2 - cy1
+        if cw < 1 or ch < 1:
+            return f"{list(bbox)} is less than one pixel wide or high once rounded to pixels"
+        if aspect_ratio(cw, ch) > MAX_ASPECT_RATIO:
+            return (f"{list(bbox)} has aspect ratio {aspect_ratio(cw, ch):.1f} ({cw}x{ch} pixels), more than "
+                    f"{MAX_ASPECT_RATIO}, which the Qwen-VL image processing refuses")
     return None
 
 
@@ -116,7 +131,7 @@ def _media_issues(sample: CanonicalSample, cols: _Columns, cache: _ImageCache) -
             field_ = "image" if reason.startswith("refers") else "bbox"
             yield f"{cols.privileged}.boxes[{i}].{field_}", reason, "box"
     for i, crop in enumerate(sample.privileged.crops):
-        reason = _region_issue(crop.bbox, crop.image, sizes)
+        reason = _region_issue(crop.bbox, crop.image, sizes, is_crop=True)
         if reason:
             yield f"{cols.privileged}.crops[{i}]", reason, "box"
 
