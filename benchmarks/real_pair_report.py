@@ -1,0 +1,212 @@
+"""docs/real_pair.md (and its curves PNG) from the records of benchmarks/results/real_pair.jsonl.
+
+The page states what the records hold, nothing else: stages without a record are listed as not run, with their
+command. Accuracies carry binomial 95% intervals (Wilson score).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+from typing import Any, Optional
+
+REGIMES = ("HT", "HS", "LH", "LL", "all")
+DIAG = ("teacher_rejected_frac", "priv_top_differs_frac", "priv_logp_gain", "grad_agrees_teacher_frac",
+        "rejected_raised_frac")
+METHOD_LABELS = {"vanilla_opd": "vanilla OPD, teacher without p", "vanilla_opd_priv": "vanilla OPD, teacher with p",
+                 "dopd": "DOPD"}
+STAGES = ("template", "reference", "vanilla_opd", "vanilla_opd_priv", "dopd")
+
+
+def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (95% by default)."""
+    if n <= 0:
+        return float("nan"), float("nan")
+    p = correct / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def acc_cell(correct: Optional[int], n: Optional[int]) -> str:
+    if correct is None or not n:
+        return "–"
+    lo, hi = wilson(int(correct), int(n))
+    return f"{100 * correct / n:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
+def table(rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(rows[0]) + " |", "|" + "|".join("---" for _ in rows[0]) + "|"]
+    return "\n".join(out + ["| " + " | ".join(r) + " |" for r in rows[1:]])
+
+
+def latest(records: list[dict[str, Any]], stage: str, part: Optional[str] = None) -> Optional[dict[str, Any]]:
+    for rec in reversed(records):
+        if rec.get("stage") == stage and (part is None or rec.get("part") == part):
+            return rec
+    return None
+
+
+def _diag_table(run: dict[str, Any]) -> Optional[str]:
+    log = run.get("log", [])
+    rows = [["regime", "token share (%)", *DIAG]]
+    any_value = False
+    for regime in REGIMES:
+        cells = [regime]
+        frac = [r[f"dopd/{regime}/token_frac"] for r in log if f"dopd/{regime}/token_frac" in r]
+        cells.append(f"{100 * statistics.fmean(frac):.1f}" if frac else ("100" if regime == "all" else "–"))
+        for stat in DIAG:
+            vals = [r[f"dopd/{regime}/{stat}"] for r in log if f"dopd/{regime}/{stat}" in r]
+            any_value |= bool(vals)
+            if not vals:
+                cells.append("–")
+            elif stat == "priv_logp_gain":
+                cells.append(f"{statistics.fmean(vals):+.2f}")
+            else:
+                cells.append(f"{100 * statistics.fmean(vals):.1f}%")
+        rows.append(cells)
+    return table(rows) if any_value else None
+
+
+def plot(records: list[dict[str, Any]], start: Optional[dict[str, Any]], path: Path) -> Optional[str]:
+    runs = {m: latest(records, m, "method") for m in METHOD_LABELS}
+    runs = {m: r for m, r in runs.items() if r}
+    if not runs:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_acc, ax_diag) = plt.subplots(1, 2, figsize=(12, 4.2))
+    for name, run in runs.items():
+        pts = ([(0, start["accuracy"])] if start else []) + [(p["step"], p["accuracy"]) for p in run["curve"]]
+        if pts:
+            ax_acc.plot([s for s, _ in pts], [100 * a for _, a in pts], marker="o", label=name)
+        log = run.get("log", [])
+        for regime, style in (("HS", "-"), ("all", "--")):
+            key = f"dopd/{regime}/rejected_raised_frac"
+            dp = [(r["step"], r[key]) for r in log if key in r]
+            if dp:
+                ax_diag.plot([s for s, _ in dp], [100 * v for _, v in dp], style, marker=".", label=f"{name} {regime}")
+    ax_acc.set(xlabel="step", ylabel="held-out accuracy without p (%)", title="accuracy (greedy, held-out)")
+    ax_diag.set(xlabel="step", ylabel="%", title="teacher-rejected tokens whose step raises log s(y)")
+    ax_acc.legend(fontsize=8)
+    if ax_diag.lines:
+        ax_diag.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(str(path), dpi=100)
+    plt.close(fig)
+    return path.name
+
+
+def write_page(records: list[dict[str, Any]], report_dir: Any, quick: bool = False) -> dict[str, str]:
+    records = [r for r in records if bool(r.get("quick")) == quick]
+    report_dir = Path(report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    md_path, png_path = report_dir / "real_pair.md", report_dir / "real_pair_curves.png"
+    cfg = records[-1]["config"] if records else {}
+    task = records[-1]["task"] if records else {}
+    lines = ["# Real weights: Qwen2.5-Coder-1.5B-Instruct → 0.5B-Instruct (CPU)", "",
+             "*Written by `python -m benchmarks.real_pair --report-only` from `benchmarks/results/real_pair.jsonl`; "
+             "do not edit by hand.*", ""]
+    if quick:
+        lines += ["**Quick mode**: tiny random-init models, a handful of problems; checks the pipeline, not the outcome.",
+                  ""]
+    # ------------------------------------------------------------------ status
+    done = {s: latest(records, s, "done" if s in ("template", "reference") else "method") is not None for s in STAGES}
+    lines += ["## Status", "", table([["stage", "status", "command"]] + [
+        [s, "finished" if done[s] else ("partial" if latest(records, s) else "**not run yet**"),
+         f"`python -m benchmarks.real_pair --method {s}`"] for s in STAGES]), ""]
+    # ------------------------------------------------------------------ task
+    ex = task.get("example")
+    lines += ["## Task and settings", "",
+              "Two-step arithmetic word problems generated on the fly (`benchmarks/real_pair.py`, `make_problem`: "
+              "four kinds, a product then a sum, difference or remainder). p = a step hint: the first step worked "
+              "out, never the final answer. Splits are disjoint: "
+              f"{task.get('num_rp_train', '?')} training-stream, {task.get('num_rp_val', '?')} validation, "
+              f"{task.get('num_rp_eval', '?')} held-out test problems (task seed {cfg.get('task_seed')}).", ""]
+    if ex:
+        lines += [table([["", "first training problem"], ["x", f"`{ex['messages'][0]['content']}`"],
+                         ["p", f"`{ex['privileged']}`"], ["answer", f"`{ex['meta']['answer']}`"]]), ""]
+    lines += [
+        f"Student `{Path(cfg.get('student') or 'tiny').name}`, teacher `{Path(cfg.get('teacher') or 'tiny').name}` "
+        f"(real checkpoints from `fetch_real_qwen.sh`, Q4_K_M dequantised: not the published models' scores), both "
+        f"in {cfg.get('student_dtype')} / {cfg.get('teacher_dtype')}. Evaluation: `dopd.eval.evaluate_samples`, greedy, "
+        f"{cfg.get('eval_max_new_tokens')} new tokens, `number` extractor, numeric metric, the model's own chat "
+        "template (default system prompt), no answer-format instruction.",
+        f"Training (each method from the same student, same data order, seed {cfg.get('seed')}): "
+        f"`dopd.train.workflow.run_train` with the config keys in the records, {cfg.get('steps')} steps of "
+        f"{cfg.get('batch')} prompts × {cfg.get('num_generations')} rollouts (temperature 1, top-p 1, no top-k, "
+        f"{cfg.get('max_new_tokens')} new tokens), AdamW lr {cfg.get('lr')} constant, everything else at the repo "
+        f"defaults (K 128, beta_l 0.6, beta_w 0.3, trim 5%); held-out accuracy without p every "
+        f"{cfg.get('eval_every')} steps. The learning rate was set before any run and not tuned. One seed.", ""]
+    # ------------------------------------------------------------------ template
+    tmpl = [r for r in records if r.get("stage") == "template" and r.get("split") == "rp_val"]
+    chosen = latest(records, "template", "chosen")
+    if tmpl:
+        lines += ["## Hint template (validation split)", "",
+                  "How p is written into the prompt changes what it does; the candidates append the hint after the "
+                  "question (`[Privileged hint]` block, the repo default, or one `Hint:` line) and ask for nothing "
+                  "else. Rule, fixed before measuring: the template with the teacher's best accuracy with p.", "",
+                  table([["model / view", "accuracy % [95% CI]", "n", "seconds"]] + [
+                      [r["part"], acc_cell(r["correct"], r["n"]), str(r["n"]), f"{r['seconds']:.0f}"] for r in tmpl]),
+                  ""]
+        lines += [f"Chosen: **{chosen['chosen']}** ({chosen['rule']})." if chosen else
+                  "No template chosen yet (the teacher's validation runs did not finish).", ""]
+    # ------------------------------------------------------------------ reference
+    refs = {r["part"]: r for r in records if r.get("stage") == "reference" and r.get("split") == "rp_eval"}
+    start = refs.get("student/x")
+    lines += ["## Held-out accuracy", ""]
+    rows = [["run", "eval view", "accuracy % [95% CI]", "n", "gain vs start (pts)", "time"]]
+    for key, label, view in (("student/x", "student (start)", "x"), ("student/x+p", "student", "x+p"),
+                             ("teacher/x", "teacher", "x"), ("teacher/x+p", "teacher", "x+p")):
+        r = refs.get(key)
+        rows.append([label, view, acc_cell(r["correct"], r["n"]) if r else "not run yet", str(r["n"]) if r else "–",
+                     "", f"eval {r['seconds']:.0f} s" if r else ""])
+    for name, label in METHOD_LABELS.items():
+        run = latest(records, name, "method")
+        if not run or not run["curve"]:
+            rows.append([f"{label} (`{name}`)", "x", "not run yet", "–", "", ""])
+            continue
+        final = run["curve"][-1]
+        n = int(final.get("n") or cfg.get("num_eval") or 0)
+        correct = round(final["accuracy"] * n)
+        gain = f"{100 * (final['accuracy'] - start['accuracy']):+.1f}" if start else "–"
+        rows.append([f"{label} (`{name}`), step {final['step']}", "x", acc_cell(correct, n), str(n), gain,
+                     f"{run.get('mean_step_s')} s/step, train {run['train_s'] / 60:.0f} min (evals incl.)"])
+    lines += [table(rows), "",
+              "Intervals: Wilson score, 95%. A difference between two rows of 200 problems needs roughly 9-10 points "
+              "to clear both intervals.", ""]
+    curves = []
+    for name in METHOD_LABELS:
+        run = latest(records, name, "method")
+        if run:
+            pts = " → ".join(f"step {p['step']}: {100 * p['accuracy']:.1f}%" for p in run["curve"])
+            curves.append(f"- `{name}`: start {100 * start['accuracy']:.1f}% → {pts}" if start else f"- `{name}`: {pts}")
+    if curves:
+        lines += ["Held-out accuracy without p during training:", "", *curves, ""]
+    png = plot(records, start, png_path)
+    if png:
+        lines += [f"![accuracy and diagnostics]({png})", ""]
+    # ------------------------------------------------------------------ diagnostics
+    diag_parts = []
+    for name, label in METHOD_LABELS.items():
+        run = latest(records, name, "method")
+        t = _diag_table(run) if run else None
+        if t:
+            diag_parts += [f"### {label} (`{name}`)", "", t, ""]
+    if diag_parts:
+        lines += ["## Diagnostics (docs/objective.md, \"Diagnostics\"): mean over training steps", "",
+                  "`vanilla_opd` (teacher without p) scores no privileged policy, so it has none. For "
+                  "`vanilla_opd_priv` the privileged student is scored only to log these (`prune_mode: top` with "
+                  "`prune_fraction: 0` drops nothing); its loss is unchanged.", "", *diag_parts]
+    # ------------------------------------------------------------------ commands
+    lines += ["## Commands", "", "```bash",
+              "bash ../shared/tools/fetch_real_qwen.sh 0.5b && bash ../shared/tools/fetch_real_qwen.sh 1.5b",
+              *[f"python -m benchmarks.real_pair --method {s}" for s in STAGES],
+              "python -m benchmarks.real_pair --report-only", "```", ""]
+    md_path.write_text("\n".join(lines), encoding="utf-8")
+    return {"markdown": str(md_path), "curves": str(png_path) if png else ""}

@@ -1,0 +1,104 @@
+"""benchmarks/real_pair.py: the task generator, the interval, and `--quick` (tiny models, every stage through
+`run_train` / `evaluate_samples`, into a temp dir). Checks the pipeline, not the outcome; the committed page and
+results file are left alone."""
+
+import hashlib
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+KEEP = (REPO / "docs" / "real_pair.md", REPO / "docs" / "real_pair_curves.png",
+        REPO / "benchmarks" / "results" / "real_pair.jsonl")
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "absent"
+
+
+def test_problems_hint_the_first_step_never_the_answer():
+    from benchmarks.real_pair import make_problem
+
+    rng = random.Random(0)
+    kinds = set()
+    for _ in range(400):
+        prob = make_problem(rng)
+        kinds.add(prob["kind"])
+        assert prob["answer"] >= 0
+        step_result = int(prob["hint"].split("=")[-1].split()[0])  # "... = 126 coins."
+        assert step_result != prob["answer"]  # the hint works out the first step, never the answer
+    assert kinds == {0, 1, 2, 3}
+
+
+def test_splits_are_disjoint(tmp_path):
+    from benchmarks.real_pair import RealPairConfig, write_task
+
+    cfg = RealPairConfig(out_dir=str(tmp_path), num_train=300, num_eval=200, num_val=20)
+    summary = write_task(tmp_path / "data", cfg)
+    assert (summary["num_rp_train"], summary["num_rp_eval"], summary["num_rp_val"]) == (300, 200, 20)
+    questions = {name: {r["messages"][0]["content"] for r in json.loads((tmp_path / "data" / f"{name}.json").read_text())}
+                 for name in ("rp_train", "rp_eval", "rp_val")}
+    assert not (questions["rp_train"] & questions["rp_eval"]) and not (questions["rp_val"] & questions["rp_eval"])
+    assert not (questions["rp_train"] & questions["rp_val"])
+    info = json.loads((tmp_path / "data" / "dataset_info.json").read_text())
+    assert info["rp_eval"]["eval"] == {"extractor": "number", "metric": "numeric"}
+
+
+def test_wilson_interval():
+    from benchmarks.real_pair_report import wilson
+
+    lo, hi = wilson(100, 200)
+    assert lo == pytest.approx(0.4314, abs=1e-3) and hi == pytest.approx(0.5686, abs=1e-3)
+    assert wilson(0, 10)[0] == 0.0 and wilson(10, 10)[1] == 1.0
+
+
+def test_report_lists_what_was_not_run(tmp_path):
+    from benchmarks.real_pair_report import write_page
+
+    text = Path(write_page([], tmp_path)["markdown"]).read_text()
+    for stage in ("template", "reference", "vanilla_opd", "vanilla_opd_priv", "dopd"):
+        assert f"| {stage} | **not run yet** | `python -m benchmarks.real_pair --method {stage}` |" in text
+
+
+def test_quick_runs_every_stage_into_tmp(tmp_path):
+    before = [_digest(p) for p in KEEP]
+    out = tmp_path / "work"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.real_pair", "--quick", "--out", str(out)], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert [_digest(p) for p in KEEP] == before, "the quick run touched the committed page or results"
+
+    records = [json.loads(line) for line in (out / "real_pair.jsonl").read_text().splitlines()]
+    assert all(r["quick"] for r in records)
+    parts = {(r["stage"], r["part"]) for r in records}
+    for key in ("teacher/x", "teacher/x+p[block]", "teacher/x+p[hint_line]", "student/x", "chosen"):
+        assert ("template", key) in parts, key
+    for key in ("student/x", "student/x+p", "teacher/x", "teacher/x+p"):
+        assert ("reference", key) in parts, key
+    runs = {r["stage"]: r for r in records if r["part"] == "method"}
+    assert set(runs) == {"vanilla_opd", "vanilla_opd_priv", "dopd"}
+    for name, run in runs.items():
+        assert [p["step"] for p in run["curve"]] == [1, 2], name  # held-out accuracy during training
+        assert run["config_keys"]["stage"] == ("dopd" if name == "dopd" else "vanilla_opd")
+        assert run["mean_step_s"] > 0
+    assert runs["vanilla_opd"]["config_keys"]["teacher_sees_privileged"] is False
+    assert runs["vanilla_opd_priv"]["config_keys"]["teacher_sees_privileged"] is True
+    # diagnostics: logged wherever both privileged policies are scored, absent for the teacher-without-p baseline
+    has_diag = {name: any("dopd/HS/teacher_rejected_frac" in r for r in run["log"]) for name, run in runs.items()}
+    assert has_diag == {"vanilla_opd": False, "vanilla_opd_priv": True, "dopd": True}
+    # vanilla OPD's sampled-token gradient follows its target (the teacher) on every token, by construction
+    priv_log = [r for r in runs["vanilla_opd_priv"]["log"] if "dopd/all/grad_agrees_teacher_frac" in r]
+    assert priv_log and all(r["dopd/all/grad_agrees_teacher_frac"] == 1.0 for r in priv_log)
+
+    page = (out / "report" / "real_pair.md").read_text()
+    assert "Quick mode" in page and "## Diagnostics" in page
+    assert "not run yet" not in page
+    for name in ("vanilla_opd", "vanilla_opd_priv", "dopd"):
+        assert f"(`{name}`), step 2" in page
+    assert (out / "report" / "real_pair_curves.png").stat().st_size > 0
