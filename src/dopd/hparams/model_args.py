@@ -38,13 +38,23 @@ class ModelArguments:
         default=False,
         metadata={"help": "Allow a text-only teacher for a VLM student: the teacher reads the text of x+p, no images."},
     )
-    image_min_pixels: int = field(
-        default=32 * 32,
-        metadata={"help": "Minimum pixels of an image after resizing by the processor (qwen-vl-utils min_pixels)."},
+    image_min_pixels: Optional[int] = field(
+        default=None,
+        metadata={"help": "Minimum pixels of an image after resizing (qwen-vl-utils min_pixels). Default: the "
+                          "checkpoint's own (preprocessor_config.json; Qwen2/2.5-VL 3,136, Qwen3-VL 65,536). "
+                          "Saved models keep the checkpoint's bounds."},
     )
-    image_max_pixels: int = field(
-        default=768 * 768,
-        metadata={"help": "Maximum pixels of an image after resizing by the processor (qwen-vl-utils max_pixels)."},
+    image_max_pixels: Optional[int] = field(
+        default=None,
+        metadata={"help": "Maximum pixels of an image after resizing (qwen-vl-utils max_pixels). Default: the "
+                          "checkpoint's own (Qwen2/2.5-VL 12,845,056, Qwen3-VL 16,777,216); when set below the "
+                          "checkpoint's minimum, the minimum is lowered to it."},
+    )
+    crop_min_pixels: Optional[int] = field(
+        default=None,
+        metadata={"help": "Zoomed crops (privilege `crops`) are upscaled, aspect kept, to at least this many "
+                          "pixels. Default: 256 visual tokens (256 x 28^2 Qwen2/2.5-VL, 256 x 32^2 Qwen3-VL); "
+                          "always within [image_min_pixels, image_max_pixels]."},
     )
     enable_thinking: Optional[bool] = field(
         default=None,

@@ -14,13 +14,17 @@ logger = logging.getLogger(__name__)
 
 
 def save_model_and_processor(model: nn.Module, adapter: ModelAdapter, out_dir: str) -> str:
-    """`save_pretrained` the model, the tokenizer and (VLMs) the processor, so `from_pretrained(out_dir)` works."""
+    """`save_pretrained` the model, the tokenizer and (VLMs) the processor, so `from_pretrained(out_dir)` works.
+
+    A VLM processor saves under transformers' own class name and puts the base checkpoint's preprocessor,
+    video-preprocessor, chat-template and processor files back (`dopd.model.processors`), so stock
+    `AutoProcessor` / `AutoImageProcessor` / `AutoTokenizer` load the folder like the base model."""
     os.makedirs(out_dir, exist_ok=True)
     model.save_pretrained(out_dir)
-    adapter.tokenizer.save_pretrained(out_dir)
     if adapter.processor is not None:
-        adapter.processor.save_pretrained(out_dir)
-        adapter.processor.image_processor.save_pretrained(out_dir)
+        adapter.processor.save_pretrained(out_dir)  # the tokenizer too
+    else:
+        adapter.tokenizer.save_pretrained(out_dir)
     gen = getattr(adapter, "generation_config", None)
     if gen is not None and not os.path.isfile(os.path.join(out_dir, "generation_config.json")):
         gen.save_pretrained(out_dir)

@@ -249,18 +249,45 @@ def build_tiny_model(family: str, out_dir: str | os.PathLike, size: str = "stude
     return str(out)
 
 
+#: The processing files of the published checkpoints, reproduced for the tiny stand-ins (same class names, pixel
+#: bounds, normalisation, patch sizes), so loading and saving are exercised on the real layout: the template in
+#: tokenizer_config.json and in the processor's chat_template.json, no processor_config.json.
+_CLIP_MEAN, _CLIP_STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
+
+
+def base_preprocessor_configs(family: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(preprocessor_config.json, video_preprocessor_config.json) as published for `family`'s checkpoints."""
+    processor_class = {"qwen2_vl": "Qwen2VLProcessor", "qwen2_5_vl": "Qwen2_5_VLProcessor",
+                       "qwen3_vl": "Qwen3VLProcessor"}[family]
+    if family == "qwen3_vl":  # Qwen/Qwen3-VL-*-Instruct
+        common = {"patch_size": 16, "temporal_patch_size": 2, "merge_size": 2, "image_mean": [0.5, 0.5, 0.5],
+                  "image_std": [0.5, 0.5, 0.5], "processor_class": processor_class}
+        image = {"size": {"longest_edge": 16777216, "shortest_edge": 65536}, **common,
+                 "image_processor_type": "Qwen2VLImageProcessorFast"}
+        video = {"size": {"longest_edge": 25165824, "shortest_edge": 4096}, **common,
+                 "video_processor_type": "Qwen3VLVideoProcessor"}
+        return image, video
+    # Qwen/Qwen2-VL-*-Instruct, Qwen/Qwen2.5-VL-*-Instruct
+    common = {"min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14, "temporal_patch_size": 2,
+              "merge_size": 2, "image_mean": _CLIP_MEAN, "image_std": _CLIP_STD}
+    image = {**common, "image_processor_type": "Qwen2VLImageProcessor", "processor_class": processor_class}
+    video = {**common, "video_processor_type": "Qwen2VLVideoProcessor", "processor_class": processor_class}
+    return image, video
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
 def _save_image_processor(family: str, out: Path, tok: Any) -> None:
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-
-    from .processors import image_only_processor_class
-
-    patch = 16 if family == "qwen3_vl" else 14
-    mean_std = {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]} if family == "qwen3_vl" else {}
-    image_processor = Qwen2VLImageProcessorPil(patch_size=patch, merge_size=2, temporal_patch_size=2,
-                                               size={"shortest_edge": 32 * 32, "longest_edge": 256 * 256},
-                                               **mean_std)
-    processor = image_only_processor_class(family)(image_processor=image_processor, tokenizer=tok,
-                                                   chat_template=tok.chat_template)
-    processor.save_pretrained(str(out))
-    image_processor.save_pretrained(str(out))  # preprocessor_config.json, read by AutoImageProcessor
-
+    """The published checkpoints' processing files: preprocessor_config.json (the real pixel bounds),
+    video_preprocessor_config.json, chat_template.json, and the template in tokenizer_config.json too."""
+    image, video = base_preprocessor_configs(family)
+    _write_json(out / "preprocessor_config.json", image)
+    _write_json(out / "video_preprocessor_config.json", video)
+    _write_json(out / "chat_template.json", {"chat_template": tok.chat_template})
+    tok_cfg_path = out / "tokenizer_config.json"
+    tok_cfg = json.loads(tok_cfg_path.read_text(encoding="utf-8"))
+    tok_cfg["chat_template"] = tok.chat_template
+    _write_json(tok_cfg_path, tok_cfg)
+    (out / "chat_template.jinja").unlink(missing_ok=True)

@@ -92,6 +92,17 @@ def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixe
                                                 max_pixels=max_pixels)
 
 
+#: visual tokens a zoomed crop gets at least (unless `image_max_pixels` allows fewer): 256 merged patches, e.g. a
+#: 448x448 crop for Qwen2/2.5-VL (200,704 pixels), 512x512 for Qwen3-VL (262,144 pixels)
+CROP_MIN_TOKENS = 256
+
+
 def default_min_image_size(factor: int, min_pixels: int) -> int:
     """Shortest side a crop is upscaled to: two merged patches, or the side of the minimum-pixel square."""
     return max(2 * factor, math.isqrt(max(min_pixels, 0)))
+
+
+def default_crop_min_pixels(factor: int, min_pixels: int, max_pixels: int) -> int:
+    """Area a zoomed crop is upscaled to at least: `CROP_MIN_TOKENS` merged patches, kept within the image
+    bounds [min_pixels, max_pixels] (small demo bounds give small crops)."""
+    return int(min(max(CROP_MIN_TOKENS * factor * factor, min_pixels), max_pixels))

@@ -38,6 +38,13 @@ class PromptViewDataset(Dataset):
         self.teacher_adapter = teacher_adapter
         self.data_args = data_args
         self.teacher_sees_privileged = teacher_sees_privileged
+        # reuse the student's encoded prompts for the teacher only when it would encode them identically
+        # (rendered templates compared, not adapter classes: one family's checkpoints can differ in template)
+        self.teacher_reads_student_ids = False
+        if teacher_adapter is not None:
+            from dopd.model.compat import same_prompt_encoding
+
+            self.teacher_reads_student_ids = same_prompt_encoding(student_adapter, teacher_adapter)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -53,8 +60,8 @@ class PromptViewDataset(Dataset):
         teacher = None
         if self.teacher_adapter is not None:
             teacher_view = priv_view if self.teacher_sees_privileged else plain_view
-            if type(self.teacher_adapter) is type(self.student_adapter):
-                # same family and processor: the teacher reads the very same token ids
+            if self.teacher_reads_student_ids:
+                # same vocabulary, rendered templates and image processing: the very same token ids
                 teacher = (privileged if self.teacher_sees_privileged else plain)
             else:
                 if self.teacher_sees_privileged and self.teacher_adapter.grounding != self.student_adapter.grounding:

@@ -2,36 +2,41 @@
 
 from __future__ import annotations
 
-import json
+import logging
 import os
 from typing import Any, Optional, Sequence
 
 import torch
 from torch import nn
 
-from ..processors import build_image_only_processor
+from ..processors import (
+    base_processor_files, build_image_only_processor, checkpoint_pixel_bounds, load_image_processor,
+    read_processor_chat_template,
+)
 from ..registry import register_adapter
-from ..vision_utils import default_min_image_size, fetch_image
+from ..vision_utils import default_crop_min_pixels, default_min_image_size, fetch_image
 from .base import IMAGE_PLACEHOLDER, ModelAdapter, count_images, split_image_placeholders
 from .text import hub_kwargs, load_generation_config
 
-DEFAULT_MIN_PIXELS = 32 * 32
-DEFAULT_MAX_PIXELS = 768 * 768
+logger = logging.getLogger(__name__)
 
 
-def _read_chat_template(name_or_path: str) -> Optional[str]:
-    """Older Qwen-VL checkpoints keep the template in the processor's chat_template.json(.jinja) only."""
-    if not os.path.isdir(name_or_path):
-        return None
-    jinja = os.path.join(name_or_path, "chat_template.jinja")
-    if os.path.isfile(jinja):
-        with open(jinja, encoding="utf-8") as fh:
-            return fh.read()
-    js = os.path.join(name_or_path, "chat_template.json")
-    if os.path.isfile(js):
-        with open(js, encoding="utf-8") as fh:
-            return json.load(fh).get("chat_template")
-    return None
+def _resolve_bounds(name_or_path: str, model_args: Any, checkpoint: tuple[int, int]) -> tuple[int, int]:
+    """`image_min_pixels` / `image_max_pixels` when set, else the checkpoint's own bounds. A configured maximum
+    below the checkpoint's minimum lowers the minimum to it (small demo bounds set only the maximum)."""
+    from dopd.hparams import ConfigError
+
+    set_min = getattr(model_args, "image_min_pixels", None)
+    set_max = getattr(model_args, "image_max_pixels", None)
+    lo = int(set_min) if set_min else checkpoint[0]
+    hi = int(set_max) if set_max else checkpoint[1]
+    if lo > hi:
+        if set_min:
+            raise ConfigError(f"{name_or_path}: image_min_pixels={lo} exceeds image_max_pixels={hi}")
+        logger.info("%s: image_max_pixels=%d is below the checkpoint's min_pixels=%d; using %d for both",
+                    name_or_path, hi, lo, hi)
+        lo = hi
+    return lo, hi
 
 
 class QwenVLAdapter(ModelAdapter):
@@ -50,15 +55,23 @@ class QwenVLAdapter(ModelAdapter):
 
         kw = hub_kwargs(model_args)
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kw)
-        if not getattr(tokenizer, "chat_template", None):
-            tokenizer.chat_template = _read_chat_template(name_or_path)
-        if not tokenizer.chat_template:
-            raise ConfigError(f"{name_or_path}: no chat template found (tokenizer or chat_template.json)")
-        min_pixels = getattr(model_args, "image_min_pixels", DEFAULT_MIN_PIXELS)
-        max_pixels = getattr(model_args, "image_max_pixels", DEFAULT_MAX_PIXELS)
-        processor = build_image_only_processor(config.model_type, name_or_path, tokenizer, min_pixels, max_pixels,
-                                               **kw)
+        base_files = base_processor_files(name_or_path, **kw)
+        # the processor's own template (chat_template.json / .jinja) wins over the tokenizer's: older Qwen-VL
+        # checkpoints keep a text-only template in tokenizer_config.json, and vLLM & co. render with the processor's
+        template = read_processor_chat_template(base_files) or getattr(tokenizer, "chat_template", None)
+        if not template:
+            raise ConfigError(f"{name_or_path}: no chat template found (chat_template.json / chat_template.jinja "
+                              "or the tokenizer's)")
+        tokenizer.chat_template = template  # one template for the adapter, whichever object renders
+        image_processor = load_image_processor(name_or_path, **kw)
+        checkpoint = checkpoint_pixel_bounds(image_processor, config.model_type)
+        min_pixels, max_pixels = _resolve_bounds(name_or_path, model_args, checkpoint)
+        processor = build_image_only_processor(config.model_type, name_or_path, tokenizer, image_processor,
+                                               min_pixels, max_pixels, template, base_files=base_files,
+                                               checkpoint_pixels=checkpoint)
         adapter = cls(name_or_path, config, tokenizer, processor, model_args)
+        adapter.checkpoint_pixels = checkpoint
+        adapter.pixel_bounds = (min_pixels, max_pixels)
         adapter.generation_config = load_generation_config(name_or_path, **kw)
         return adapter
 
@@ -76,22 +89,41 @@ class QwenVLAdapter(ModelAdapter):
         """Side multiple of a resized image: patch size x spatial merge (28 Qwen2/2.5-VL, 32 Qwen3-VL)."""
         return self.patch_size * self.merge_size
 
+    #: (min, max) pixels in use: `image_min_pixels` / `image_max_pixels`, else the checkpoint's own
+    pixel_bounds: tuple[int, int] = (0, 0)
+    #: (min, max) pixels of the checkpoint's preprocessor config
+    checkpoint_pixels: tuple[int, int] = (0, 0)
+
     @property
     def min_pixels(self) -> int:
-        return int(getattr(self.model_args, "image_min_pixels", DEFAULT_MIN_PIXELS))
+        return int(self.pixel_bounds[0])
 
     @property
     def max_pixels(self) -> int:
-        return int(getattr(self.model_args, "image_max_pixels", DEFAULT_MAX_PIXELS))
+        return int(self.pixel_bounds[1])
 
     @property
     def min_image_size(self) -> int:  # type: ignore[override]
         return default_min_image_size(self.image_factor, self.min_pixels)
 
+    @property
+    def crop_min_pixels(self) -> int:
+        """Area a zoomed crop is upscaled to at least: `crop_min_pixels` when set, else 256 merged patches
+        (256 visual tokens), within [min_pixels, max_pixels]."""
+        configured = getattr(self.model_args, "crop_min_pixels", None)
+        if configured:
+            return int(min(max(int(configured), self.min_pixels), self.max_pixels))
+        return default_crop_min_pixels(self.image_factor, self.min_pixels, self.max_pixels)
+
     def load_image(self, path: Any) -> Any:
-        """PIL RGB image resized exactly as the processor will see it (qwen-vl-utils `fetch_image`)."""
+        """PIL RGB image resized exactly as the processor will see it (qwen-vl-utils `fetch_image`); files are
+        opened with their EXIF orientation applied (`dopd.data.vision.open_rgb`)."""
+        from dopd.data.vision import open_rgb
+
         if isinstance(path, os.PathLike):
             path = os.fspath(path)
+        if isinstance(path, str) and not path.startswith(("http://", "https://", "data:image")):
+            path = open_rgb(path[7:] if path.startswith("file://") else path)
         return fetch_image(path, self.patch_size, self.min_pixels, self.max_pixels)
 
     @property
