@@ -34,7 +34,6 @@ def write_config(tmp_path, name, family, dataset, **overrides):
         "seed": 0,
         "disable_tqdm": True,
         "temperature": 0,  # greedy rollouts: runs with different process counts see the same answers
-        "routing_scope": "global",
     }
     config.update(overrides)
     path = tmp_path / f"{name}.yaml"
@@ -77,15 +76,18 @@ def test_two_process_deepspeed_ranks_agree(tmp_path, zero, family, dataset, port
 
 
 def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
-    two, out_two = write_config(tmp_path, "two", "qwen2", "llm_demo",
+    # the step as the unit (routing_scope step, across ranks, the defaults): 2 ranks x 2 accumulated micro-batches of
+    # 1 prompt route and average over the same 4 prompts as 1 process with one micro-batch of 4
+    two, out_two = write_config(tmp_path, "two", "qwen2", "llm_demo", gradient_accumulation_steps=2,
                                 deepspeed=str(REPO / "configs" / "deepspeed" / "ds_z2_config.json"))
-    one, out_one = write_config(tmp_path, "one", "qwen2", "llm_demo", per_device_train_batch_size=2)
+    one, out_one = write_config(tmp_path, "one", "qwen2", "llm_demo", per_device_train_batch_size=4)
     launch(two, nproc=2, port=29615)
     launch(one, nproc=1, port=29616)
-    losses = {}
+    logs = {}
     for name, out in (("one", out_one), ("two", out_two)):
-        losses[name] = [json.loads(line)["loss"] for line in open(out / "trainer_log.jsonl") if '"loss"' in line]
-    assert losses["one"] == pytest.approx(losses["two"], rel=1e-3, abs=1e-6)
+        logs[name] = [json.loads(line) for line in open(out / "trainer_log.jsonl") if '"loss"' in line]
+    for key in ("loss", "dopd/threshold/gap", "dopd/threshold/q_s", "dopd/threshold/q_t"):
+        assert [r[key] for r in logs["one"]] == pytest.approx([r[key] for r in logs["two"]], rel=1e-3, abs=1e-6), key
     a, b = weights(out_one), weights(out_two)
     assert a.keys() == b.keys()
     diff = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)

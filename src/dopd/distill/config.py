@@ -8,7 +8,7 @@ from typing import Any, Mapping, Optional
 import torch
 
 from .presets import WEIGHT_KEYS, RoutingTable, get_preset, is_routed, normalize_table
-from .routing import REGIMES
+from .routing import REGIMES, resolve_routing_scope
 
 AGGREGATIONS = ("sequence", "token")
 PRUNE_MODES = (None, "top", "bottom", "random")
@@ -132,7 +132,8 @@ class DOPDLossConfig:
                 prune_mode=_none_if_off(distill_args.prune_mode),
                 prune_fraction=distill_args.prune_fraction,
                 prune_seed=getattr(distill_args, "prune_seed", 0),
-                routing_scope=getattr(distill_args, "routing_scope", "local"),
+                routing_scope=resolve_routing_scope(getattr(distill_args, "routing_scope", "micro_batch"),
+                                                    getattr(distill_args, "routing_across_ranks", False))[1],
             )
         except Exception as err:  # noqa: BLE001 - every problem here is a config problem
             raise ConfigError(f"DOPD objective (stage `{stage}`): {err}") from None

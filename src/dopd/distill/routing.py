@@ -82,6 +82,24 @@ def compute_thresholds(log_q_s: Tensor, log_q_t: Tensor, trim: float, scope: str
     )
 
 
+ROUTING_UNITS = ("step", "micro_batch")
+_OLD_SCOPES = {"local": False, "global": True}  # names before the step scope: one micro-batch, this rank / all ranks
+
+
+def resolve_routing_scope(scope: str, across_ranks: bool = True) -> tuple[str, str]:
+    """Config keys `routing_scope` + `routing_across_ranks` -> (unit, rank scope).
+
+    unit: `step` (statistics over every micro-batch of the optimizer step) or `micro_batch` (each call on its own);
+    rank scope: `global` (pooled over all data-parallel ranks) or `local` (this rank). The old values `local` and
+    `global` mean one micro-batch on this rank / across ranks, whatever `across_ranks` says.
+    """
+    if scope in _OLD_SCOPES:
+        return "micro_batch", "global" if _OLD_SCOPES[scope] else "local"
+    if scope not in ROUTING_UNITS:
+        raise ValueError(f"routing_scope must be one of {ROUTING_UNITS} (or the old local | global), got {scope!r}")
+    return scope, "global" if across_ranks else "local"
+
+
 def assign_regimes(log_q_s: Tensor, log_q_t: Tensor, thr: Thresholds) -> Tensor:
     """Regime index per token (into REGIMES). The four cases partition the tokens by construction."""
     gap = (log_q_t - log_q_s).abs()

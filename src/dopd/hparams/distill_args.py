@@ -25,8 +25,15 @@ class DistillArguments:
         metadata={"help": "Whether the teacher scores x+p (true) or x (false). vanilla_opd in the paper's main baseline: false."},
     )
     routing_scope: str = field(
-        default="local",
-        metadata={"help": "Batch statistics for routing: local (per micro-batch) | global (all-gathered across ranks)."},
+        default="step",
+        metadata={"help": "Which batch the routing thresholds (and loss_aggregation) are taken over: step (every "
+                          "micro-batch of the optimizer step, the paper's batch) | micro_batch (each micro-batch on "
+                          "its own). Old names: local = micro_batch on this rank, global = micro_batch across ranks."},
+    )
+    routing_across_ranks: bool = field(
+        default=True,
+        metadata={"help": "Pool the routing statistics (and the token / sequence count of the loss mean) over all "
+                          "data-parallel ranks (one all-gather per step); false: this rank's tokens only."},
     )
     loss_chunk_size: int = field(
         default=256,

@@ -11,3 +11,15 @@ class RolloutArguments:
     top_p: float = field(default=1.0, metadata={"help": "Rollout nucleus sampling."})
     top_k: int = field(default=0, metadata={"help": "Rollout top-k sampling (0: off)."})
     repetition_penalty: float = field(default=1.0, metadata={"help": "Rollout repetition penalty."})
+    rollout_batch_size: int = field(
+        default=0,
+        metadata={"help": "Sequences per `generate` call when a step rolls out all its prompts at once (routing_scope "
+                          "step): 0 = all the step's answers on this rank in one call; else rounded down to whole "
+                          "prompts (a multiple of num_generations), at least one prompt."},
+    )
+    step_score_cache: str = field(
+        default="device",
+        metadata={"help": "routing_scope step: where the privileged student's and the teacher's no-grad hidden states "
+                          "(response tokens only) wait between the step's routing pass and each micro-batch's loss: "
+                          "device | cpu | none (none: both no-grad passes run again per micro-batch)."},
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 from typing import Any
@@ -36,6 +37,24 @@ def prepare_teacher(teacher: torch.nn.Module, accelerator: Any, device: torch.de
     engine, *_ = deepspeed.initialize(model=teacher, config=config)
     engine.eval()
     return engine.module
+
+
+def gathered_parameters(*modules: Any) -> contextlib.AbstractContextManager:
+    """The modules' ZeRO-3-partitioned parameters gathered whole on every rank for the block (read-only: no rank
+    modifies them); a no-op for parameters DeepSpeed does not partition.
+
+    The objective runs from hidden states under ZeRO-3 this way: each lm_head is gathered once per loss call and the
+    loss reads the full [V, H] weight. A trained head must stay gathered until the backward has run: the loss hands
+    its weight gradient (computed in its forward) to autograd there, and autograd accumulates it into the parameter,
+    which must then have its full shape; DeepSpeed's per-parameter gradient hook then reduces and partitions it like
+    any other gradient. tests/train/test_zero3_objective.py checks loss and gradients against the logits path (the
+    head called as a module)."""
+    params = [p for m in modules if m is not None for p in m.parameters() if hasattr(p, "ds_id")]
+    if not params:
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(params, modifier_rank=None)
 
 
 def use_gloo_for_cpu_deepspeed() -> None:

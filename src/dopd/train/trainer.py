@@ -1,28 +1,62 @@
 """DOPDTrainer: transformers' Trainer whose loss is one on-policy distillation step.
 
-Per micro-batch of prompts: roll out G answers from the plain view x with the current student (no grad), then
-score the same answer tokens three times -- student on x (grad), student on x+p and teacher on x+p (no grad) --
-and hand the three to the objective in `dopd.distill`. Optimizer, schedules, accumulation, mixed precision,
-DeepSpeed, peft, checkpoints and `report_to` are the Trainer's own.
+The optimizer step is the unit (`routing_scope: step`, the default). At the first micro-batch of a step, the trainer
+rolls out the prompts of every micro-batch of the step at once (G answers each from the plain view x, current
+student, no grad; `rollout_batch_size` sequences per `generate` call), scores the same answer tokens with the
+privileged student and the teacher on x+p (no grad), and computes the routing thresholds over the whole step (and
+over all ranks with `routing_across_ranks`): the paper's batch. Each micro-batch then runs its graded pass (student
+on x, with grad) and the objective in `dopd.distill` with the step's thresholds and the step's denominator, so the
+micro-batches' losses sum to the step's loss (`loss_is_scaled_for_ga`). No weight changes between the rollout and
+the last micro-batch: the answers stay on-policy. `routing_scope: micro_batch` keeps each micro-batch on its own
+(rollout, scoring, statistics and mean per micro-batch; the Trainer averages the micro-batches).
+
+Optimizer, schedules, accumulation, mixed precision, DeepSpeed, peft, checkpoints and `report_to` are the
+Trainer's own; the micro-batches of a step come from its epoch iterator through `get_batch_samples`, so resuming
+from a checkpoint skips and orders data exactly as the Trainer does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
 from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 from transformers import Trainer
 
-from dopd.train.distributed import prepare_teacher
+from dopd.train.distributed import gathered_parameters, prepare_teacher
 from dopd.train.rollout import RolloutResult, generation_kwargs, model_for_generation, repeat_each
 from dopd.train.scoring import gather_response
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _MicroBatch:
+    samples: list
+    rollout: Optional[RolloutResult] = None
+    targets: Optional[tuple] = None  # cached no-grad passes (see _score_targets), or None: recomputed
+
+
+@dataclass
+class _Step:
+    """The micro-batches of one optimizer step on this rank, and what was computed over all of them."""
+
+    micro: list = field(default_factory=list)
+    prepared: bool = False
+    thresholds: Any = None  # dopd.distill.Thresholds over the step (None: no routing statistics)
+    denominator: Optional[float] = None  # tokens (aggregation token) or sequences (sequence) of the step's mean
+
+    def index_of(self, samples: list) -> Optional[int]:
+        for i, mb in enumerate(self.micro):  # the Trainer hands the very sample objects back (no copies)
+            if len(mb.samples) == len(samples) and all(a is b for a, b in zip(mb.samples, samples)):
+                return i
+        return None
 
 
 class DOPDTrainer(Trainer):
@@ -52,6 +86,17 @@ class DOPDTrainer(Trainer):
         self.eval_args = eval_args
         self._metrics: dict[str, list[float]] = defaultdict(list)
         self.skip_next_update = False  # set by a non-finite loss; honoured by NonFiniteLossCallback
+        from dopd.distill.routing import resolve_routing_scope
+
+        scope = getattr(distill_args, "routing_scope", "micro_batch") if distill_args is not None else "micro_batch"
+        across = getattr(distill_args, "routing_across_ranks", False) if distill_args is not None else False
+        self.routing_unit, self.rank_scope = resolve_routing_scope(scope, across)
+        self._step: Optional[_Step] = None
+        self._head_gather = contextlib.ExitStack()
+        self._phase: dict[str, float] = defaultdict(float)  # seconds per phase in the current optimizer step
+        if self.stage != "sft" and self.routing_unit == "step":
+            # each micro-batch's loss is its share of the step's mean: the Trainer must not divide it again
+            self.loss_is_scaled_for_ga = True
         if self.teacher is not None:
             self.teacher = prepare_teacher(self.teacher, self.accelerator, self.args.device)
 
@@ -67,12 +112,28 @@ class DOPDTrainer(Trainer):
         super().log(logs, start_time)
 
     # ------------------------------------------------------------------ the step
+    def get_batch_samples(self, epoch_iterator: Any, num_batches: int, device: Any) -> tuple[list, Any]:
+        """The Trainer fetches the micro-batches of each optimizer step here, before the first one runs: remember
+        them, so the first micro-batch can roll out, score and route the whole step."""
+        batch_samples, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
+        self._step = _Step([_MicroBatch(list(b["samples"])) for b in batch_samples if "samples" in b]) \
+            if batch_samples else None
+        return batch_samples, num_items
+
     def training_step(self, model: torch.nn.Module, inputs: dict, num_items_in_batch: Any = None) -> torch.Tensor:
         start = time.perf_counter()
-        self._step_phase_seconds = 0.0
-        loss = super().training_step(model, inputs, num_items_in_batch)
+        try:
+            loss = super().training_step(model, inputs, num_items_in_batch)
+        finally:
+            self._head_gather.close()  # ZeRO-3: the student head, gathered for the loss, partitioned after backward
         _sync(self.args.device)
-        self._record("time/update_s", time.perf_counter() - start - self._step_phase_seconds)
+        self._phase["step_s"] += time.perf_counter() - start
+        if self.accelerator.gradient_state.sync_gradients:  # the step's last micro-batch: times per optimizer step
+            phase, self._phase = self._phase, defaultdict(float)
+            if self.stage != "sft":
+                self._record("time/rollout_s", phase["rollout_s"])
+                self._record("time/scoring_s", phase["scoring_s"])
+            self._record("time/update_s", phase["step_s"] - phase["rollout_s"] - phase["scoring_s"])
         return loss
 
     def compute_loss(
@@ -84,29 +145,121 @@ class DOPDTrainer(Trainer):
         self._count_truncated(samples)
         if self.stage == "sft":
             loss = self._sft_loss(model, samples)
-        else:
+        elif self.routing_unit == "step":
+            loss = self._step_loss(model, samples)
+        else:  # micro_batch scope: this micro-batch is rolled out, scored and routed on its own
             rollout = self.rollout(model, samples)
             started = time.perf_counter()
             loss = self._distill_loss(model, samples, rollout)
             _sync(self.args.device)
-            scoring_s = time.perf_counter() - started
-            self._record("time/scoring_s", scoring_s)
-            self._step_phase_seconds = getattr(self, "_step_phase_seconds", 0.0) + rollout.seconds + scoring_s
+            self._phase["scoring_s"] += time.perf_counter() - started
         return self._guard_finite(loss)
 
+    # ------------------------------------------------------------------ the step as the unit
+    def _step_loss(self, model: torch.nn.Module, samples: list) -> torch.Tensor:
+        step = self._step
+        index = step.index_of(samples) if step is not None else None
+        if index is None:  # called outside the Trainer's loop (no get_batch_samples): a step of one micro-batch
+            step = self._step = _Step([_MicroBatch(list(samples))])
+            index = 0
+        if not step.prepared:
+            self._prepare_step(model, step)
+        mb = step.micro[index]
+        started = time.perf_counter()
+        targets = mb.targets if mb.targets is not None else self._score_targets(model, mb.samples, mb.rollout)
+        mb.targets = None  # used once: free the cache as the step goes
+        loss = self._distill_loss(model, mb.samples, mb.rollout, targets=targets, thresholds=step.thresholds,
+                                  denominator=step.denominator)
+        _sync(self.args.device)
+        self._phase["scoring_s"] += time.perf_counter() - started
+        return loss
+
+    def _prepare_step(self, model: torch.nn.Module, step: _Step) -> None:
+        """Roll out every micro-batch of the step at once, score the no-grad passes, compute the step's routing
+        statistics (across ranks when `rank_scope` is global) and the denominator of its mean."""
+        from dopd.distill.routing import all_gather_varlen, compute_thresholds
+
+        samples = [s for mb in step.micro for s in mb.samples]
+        rollout = self.rollout(model, samples)
+        started = time.perf_counter()
+        group = self.rollout_args.num_generations
+        offset = 0
+        log_q_s: list[torch.Tensor] = []
+        log_q_t: list[torch.Tensor] = []
+        cache = getattr(self.rollout_args, "step_score_cache", "device")
+        for mb in step.micro:
+            rows = slice(offset, offset + len(mb.samples) * group)
+            offset = rows.stop
+            mb.rollout = RolloutResult(prompts=rollout.prompts[rows], responses=rollout.responses[rows],
+                                       num_tokens=sum(len(r) for r in rollout.responses[rows]),
+                                       seconds=rollout.seconds)
+            targets = self._score_targets(model, mb.samples, mb.rollout)
+            hidden_p, labels_p, hidden_t, labels_t, head_t = targets
+            if hidden_p is not None and hidden_t is not None:
+                student = self.accelerator.unwrap_model(model)
+                head_s = self.adapter.unwrap(student).get_output_embeddings()
+                log_q_s.append(self._sampled_logq(hidden_p, labels_p, head_s))
+                log_q_t.append(self._sampled_logq(hidden_t, labels_t, head_t))
+            if cache == "cpu":
+                mb.targets = tuple(t.to("cpu") if isinstance(t, torch.Tensor) else t for t in targets)
+            elif cache == "device":
+                mb.targets = targets
+            del targets, hidden_p, hidden_t
+        cfg = self.loss_config
+        if log_q_s:
+            step.thresholds = compute_thresholds(torch.cat(log_q_s), torch.cat(log_q_t), cfg.trim, self.rank_scope)
+        # the step's mean: its (kept) tokens, or its non-empty sequences; across ranks, their mean per rank, so
+        # that the data-parallel gradient average gives the mean over every rank's tokens / sequences
+        tokens = sum(_kept_tokens(cfg, [len(r) for r in mb.rollout.responses]) for mb in step.micro)
+        seqs = sum(bool(r) for r in rollout.responses)
+        counts = torch.tensor([float(tokens), float(seqs)], dtype=torch.float64, device=self.args.device)
+        if self.rank_scope == "global":
+            gathered = all_gather_varlen(counts)
+            counts = gathered.view(-1, 2).mean(0)
+        step.denominator = float(counts[0] if cfg.aggregation == "token" else counts[1])
+        step.prepared = True
+        _sync(self.args.device)
+        self._phase["scoring_s"] += time.perf_counter() - started
+
+    @torch.no_grad()
+    def _sampled_logq(self, hidden: torch.Tensor, labels: torch.Tensor, head: Any) -> torch.Tensor:
+        """log q of the sampled tokens (valid positions, row-major: the order the objective uses), computed from
+        hidden states exactly as the objective's routing pass does."""
+        from dopd.distill.loss import sampled_logprobs, valid_positions
+
+        flat_idx, labels_v, _ = valid_positions(labels.to(hidden.device))
+        rows = hidden.reshape(-1, hidden.shape[-1])[flat_idx]
+        vocab = self.adapter.vocab_size
+        chunk = max(1, self.distill_args.loss_chunk_size or rows.shape[0] or 1)
+        with gathered_parameters(head):
+            weight = head.weight[:vocab]
+            bias = head.bias[:vocab] if getattr(head, "bias", None) is not None else None
+            return sampled_logprobs(lambda r: F.linear(rows[r], weight, bias).float(), labels_v, chunk)
+
+    # ------------------------------------------------------------------ rollout
     def rollout(self, model: torch.nn.Module, samples: list) -> RolloutResult:
+        """G answers per sample from the plain view, `rollout_batch_size` sequences per `generate` call."""
         started = time.perf_counter()
         group = self.rollout_args.num_generations
         prompts = repeat_each([s.plain for s in samples], group)
+        per_call = len(prompts)
+        wanted = int(getattr(self.rollout_args, "rollout_batch_size", 0) or 0)
+        if 0 < wanted < len(prompts):
+            per_call = max(1, wanted // group) * group  # whole prompts: a prompt's G answers stay in one call
+        responses: list[list[int]] = []
+        calls = 0
         with model_for_generation(model, self.accelerator) as student:
-            batch = _to_device(self.adapter.collate_prompts(prompts), self.args.device)
-            responses = self.adapter.generate(student, batch, **generation_kwargs(self.rollout_args))
+            for start in range(0, len(prompts), per_call):
+                batch = _to_device(self.adapter.collate_prompts(prompts[start:start + per_call]), self.args.device)
+                responses += self.adapter.generate(student, batch, **generation_kwargs(self.rollout_args))
+                calls += 1
         _sync(self.args.device)
         seconds = time.perf_counter() - started
         num_tokens = sum(len(r) for r in responses)
-        self._record("time/rollout_s", seconds)
+        self._phase["rollout_s"] += seconds
         self._record("rollout/tokens_per_s", num_tokens / max(seconds, 1e-9))
         self._record("rollout/response_length", num_tokens / len(responses))
+        self._record("rollout/sequences_per_generate", len(prompts) / max(calls, 1))
         stops = set(self.adapter.stop_token_ids)
         self._record("rollout/stopped_fraction", sum(bool(r) and r[-1] in stops for r in responses) / len(responses))
         return RolloutResult(prompts=prompts, responses=responses, num_tokens=num_tokens, seconds=seconds)
@@ -118,13 +271,11 @@ class DOPDTrainer(Trainer):
         packed, packed_labels = gather_response(hidden, labels.to(hidden.device))
         return packed, packed_labels, lm_head
 
-    def _distill_loss(self, model: torch.nn.Module, samples: list, rollout: RolloutResult) -> torch.Tensor:
-        from dopd.distill import dopd_loss, dopd_loss_from_hidden
-
+    def _score_targets(self, model: torch.nn.Module, samples: list, rollout: RolloutResult) -> tuple:
+        """The no-grad passes: (hidden_p, labels_p, hidden_t, labels_t, head_t), None where the loss needs none."""
         group = self.rollout_args.num_generations
         student = self.accelerator.unwrap_model(model)
         cfg = self.loss_config
-        # the two no-grad passes first: their activations are gone before the student's graph is built
         hidden_p = hidden_t = labels_p = labels_t = head_t = None
         with torch.no_grad():
             if cfg.needs_privileged_student:
@@ -134,6 +285,24 @@ class DOPDTrainer(Trainer):
                 teacher_prompts = repeat_each([s.teacher for s in samples], group)
                 hidden_t, labels_t, head_t = self._score(self.teacher, self.teacher_adapter, teacher_prompts,
                                                          rollout.responses)
+        return hidden_p, labels_p, hidden_t, labels_t, head_t
+
+    def _distill_loss(self, model: torch.nn.Module, samples: list, rollout: RolloutResult,
+                      targets: Optional[tuple] = None, thresholds: Any = None,
+                      denominator: Optional[float] = None) -> torch.Tensor:
+        """The graded pass and the objective for one micro-batch; `targets` (from `_score_targets`, possibly
+        cached) and the step's `thresholds` / `denominator` when the step is the unit."""
+        from dopd.distill import dopd_loss_from_hidden
+
+        student = self.accelerator.unwrap_model(model)
+        cfg = self.loss_config
+        # the two no-grad passes first: their activations are gone before the student's graph is built
+        if targets is None:
+            targets = self._score_targets(model, samples, rollout)
+        device = self.args.device
+        hidden_p, labels_p, hidden_t, labels_t, head_t = (
+            t.to(device) if isinstance(t, torch.Tensor) else t for t in targets)
+        del targets
         hidden_s, labels, head_s = self._score(student, self.adapter, rollout.prompts, rollout.responses)
         if labels_p is not None:
             _check_same_tokens(labels, labels_p, "privileged student")
@@ -142,19 +311,17 @@ class DOPDTrainer(Trainer):
         # a zero that reaches every trained parameter through finite values: what a non-finite loss is replaced by
         self._zero_anchor = torch.nan_to_num(hidden_s, nan=0.0, posinf=0.0, neginf=0.0).sum() * 0.0
         vocab = self.adapter.vocab_size  # the ids the student can sample (teacher compatibility-checked)
-        if self._params_partitioned():
-            # ZeRO-3: lm_head weights exist only inside their module's forward (DeepSpeed gathers them in hooks),
-            # so the heads are called as modules and the objective runs on logits (memory grows with T x V).
-            with torch.no_grad():
-                logits_p = head_s(hidden_p)[..., :vocab] if hidden_p is not None else None
-                logits_t = head_t(hidden_t)[..., :vocab] if hidden_t is not None else None
-            out = dopd_loss(head_s(hidden_s)[..., :vocab], logits_p, logits_t, labels, config=cfg)
-        else:
-            # whole heads plus the number of valid rows: slicing the student's weight here would make autograd
-            # pad the slice's gradient back to [V, H] (one more [V, H] copy at the peak of the backward)
+        # whole heads plus the number of valid rows: slicing the student's weight here would make autograd pad the
+        # slice's gradient back to [V, H] (one more [V, H] copy at the peak of the backward).
+        # ZeRO-3: each lm_head is gathered once for the loss (its weight exists whole only inside DeepSpeed's hooks
+        # otherwise); the student's stays gathered until training_step's backward has handed it its weight
+        # gradient (autograd accumulates that gradient into the parameter, which must then be whole).
+        self._head_gather.enter_context(gathered_parameters(head_s))
+        with gathered_parameters(head_t):
             out = dopd_loss_from_hidden(
                 hidden_s, hidden_p, hidden_t, labels, head_s, head_t, config=cfg,
-                chunk_size=self.distill_args.loss_chunk_size or None, vocab_size=vocab,
+                chunk_size=self.distill_args.loss_chunk_size or None, vocab_size=vocab, thresholds=thresholds,
+                denominator=denominator,
             )
         for key, value in out.metrics.items():
             if value is not None and not (isinstance(value, float) and math.isnan(value)):
@@ -178,10 +345,6 @@ class DOPDTrainer(Trainer):
         loss = (per_token * mask).sum() / mask.sum().clamp_min(1.0)
         self._record("sft/response_length", float(mask.sum()) / len(samples))
         return loss
-
-    def _params_partitioned(self) -> bool:
-        plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
-        return plugin is not None and plugin.zero_stage == 3
 
     # ------------------------------------------------------------------ evaluation during training
     def evaluate(self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval") -> dict:
@@ -223,6 +386,15 @@ class DOPDTrainer(Trainer):
         # setting gradients to None; under DeepSpeed, whose gradients live in its own buffers, the step sees zero
         # gradients instead (no update from this batch; Adam's moments still decay).
         return self._zero_anchor
+
+
+def _kept_tokens(cfg: Any, lengths: list[int]) -> int:
+    """Tokens of one micro-batch that enter the loss: all response tokens, less what the pruning probe drops (it
+    drops round(fraction x n) of each call's n tokens)."""
+    n = sum(lengths)
+    if cfg.prune_mode is not None and n:
+        n -= int(round(cfg.prune_fraction * n))
+    return n
 
 
 def _sync(device: torch.device) -> None:
