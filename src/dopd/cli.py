@@ -5,6 +5,7 @@
     dopd-cli check-data CONFIG.yaml [key=value ...]
     dopd-cli export CONFIG.yaml [key=value ...]
     dopd-cli annotate CONFIG.yaml [key=value ...]
+    dopd-cli render CONFIG.yaml [--num-samples N] [key=value ...]
     dopd-cli env
 """
 
@@ -38,6 +39,8 @@ def _command(name: str) -> Callable[[Optional[str], list[str]], int]:
         from dopd.model.export import run_export_cli as fn
     elif name == "annotate":
         from dopd.annotate.workflow import run_annotate_cli as fn
+    elif name == "render":
+        from dopd.train.render import run_render_cli as fn
     else:
         raise KeyError(name)
     return fn

@@ -88,22 +88,23 @@ def test_every_render_gets_the_template_kwargs(qwen3_pair, monkeypatch) -> None:
     student, teacher = qwen3_pair
     args = _args(enable_thinking=False)
     s_ad, t_ad = load_adapter(student, args), load_adapter(teacher, args)
-    t_ad.__class__ = type("OtherTextAdapter", (type(t_ad),), {})  # a different class: the teacher renders its own view
 
     assert s_ad.encode_response("84") [-1] == s_ad.end_of_turn_id  # the end-of-turn probe renders a chat
     long_view = PromptView(messages=[{"role": "user", "content": "word " * 400 + "What is 12 * 7?"}])
     encoded = s_ad.encode_prompt(long_view, cutoff_len=64)  # truncation: length estimates render too
     assert encoded.truncated and s_ad.tokenizer.decode(encoded.input_ids).endswith(NO_THINK)
 
-    from dopd.data import load_dataset_samples
+    from dopd.data import build_views, load_dataset_samples
 
     data_args = DataArguments(dataset="llm_demo", dataset_dir=str(REPO / "data"), cutoff_len=512, max_samples=2)
     samples = load_dataset_samples(data_args, ["llm_demo"])[:2]
     dataset = PromptViewDataset(samples, s_ad, data_args, teacher_adapter=t_ad)
     item = dataset[0]
-    for prompt in (item.plain, item.privileged, item.teacher):
+    _, priv_view = build_views(samples[0], t_ad, data_args)
+    teacher_own = t_ad.encode_prompt(priv_view, data_args.cutoff_len)  # the teacher rendering its own view
+    for prompt in (item.plain, item.privileged, item.teacher, teacher_own):
         assert s_ad.tokenizer.decode(prompt.input_ids).endswith(NO_THINK)
-    assert item.privileged.input_ids != item.plain.input_ids and item.teacher is not item.privileged
+    assert item.privileged.input_ids != item.plain.input_ids
 
     model = load_model(student, args, adapter=s_ad)
     records = generate_records(model, s_ad, samples, data_args, EvalArguments(eval_max_new_tokens=2))

@@ -27,6 +27,12 @@ class FinetuningArguments:
         default=2,
         metadata={"help": "finetuning_type=freeze: train only the last N language-model layers (negative: the first N)."},
     )
+    disable_dropout: bool = field(
+        default=True,
+        metadata={"help": "Set every dropout of the student and the teacher to 0 (TRL's disable_dropout), LoRA dropout "
+                          "included: the privileged-student pass and the graded pass then score the very policy that "
+                          "sampled the answers."},
+    )
     lora_rank: int = field(default=8, metadata={"help": "LoRA rank."})
     lora_alpha: Optional[int] = field(default=None, metadata={"help": "LoRA alpha (default: 2 * lora_rank)."})
     lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})

@@ -139,6 +139,22 @@ def check_unknown_keys(config: dict[str, Any], with_training: bool = True, sourc
         raise ConfigError(f"{source}: " + "; ".join(lines))
 
 
+def _cpu_flag_for_multiprocess_deepspeed(kwargs: dict[str, Any], source: str) -> None:
+    """`use_cpu: true` + DeepSpeed + several processes (torchrun sets WORLD_SIZE): accelerate then skips DeepSpeed's
+    own process-group setup, so DeepSpeed counts one rank while the Trainer counts all of them and its batch-size
+    check fails. Without CUDA the CPU is what runs anyway (over gloo, see `dopd.train.distributed`), so the flag is
+    dropped; with CUDA present it is refused here, before any model loads."""
+    if not kwargs.get("use_cpu") or not kwargs.get("deepspeed") or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        raise ConfigError(f"{source}: use_cpu=true with DeepSpeed across {os.environ['WORLD_SIZE']} processes is not "
+                          "supported: drop use_cpu to train on the GPUs, or hide them (CUDA_VISIBLE_DEVICES=) to "
+                          "train on the CPU")
+    kwargs["use_cpu"] = False  # no CUDA: the processes run on the CPU either way
+
+
 def parse_config_dict(config: dict[str, Any], with_training: bool = True, source: str = "config") -> DOPDConfig:
     check_unknown_keys(config, with_training, source)
     owners = known_keys(with_training=True)
@@ -159,6 +175,7 @@ def parse_config_dict(config: dict[str, Any], with_training: bool = True, source
     if with_training:
         tcls = _training_class()
         kwargs = per_class.get(tcls, {})
+        _cpu_flag_for_multiprocess_deepspeed(kwargs, source)
         try:
             training = tcls(**kwargs)
         except (TypeError, ValueError) as err:

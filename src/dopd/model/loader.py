@@ -98,10 +98,12 @@ def load_model(name_or_path: str, model_args: Any = None, adapter: Optional[Mode
 
 
 def freeze_model(model: nn.Module) -> nn.Module:
+    from .finetuning import disable_dropout
+
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    return model
+    return disable_dropout(model)  # eval mode already; also if a wrapper ever puts it back in train mode
 
 
 def load_student(model_args: Any, finetuning_args: Any = None, training_args: Any = None

@@ -136,6 +136,20 @@ class DOPDTrainer(Trainer):
             self._record("time/update_s", phase["step_s"] - phase["rollout_s"] - phase["scoring_s"])
         return loss
 
+    def _autocast(self) -> Any:
+        """A student whose trainable parameters were upcast to fp32 from bf16/fp16 (no DeepSpeed, see
+        `dopd.model.finetuning.upcast_trainable_params`) runs its rollout, scorings and eval under autocast to the
+        dtype it was loaded in: fp32 master weights, half-precision compute."""
+        import contextlib
+
+        dtype = getattr(self.model, "dopd_compute_dtype", None)
+        return torch.autocast(self.args.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+    def compute_loss_context_manager(self) -> Any:
+        stack = super().compute_loss_context_manager()
+        stack.enter_context(self._autocast())
+        return stack
+
     def compute_loss(
         self, model: torch.nn.Module, inputs: dict, return_outputs: bool = False, num_items_in_batch: Any = None
     ) -> torch.Tensor:
@@ -354,7 +368,7 @@ class DOPDTrainer(Trainer):
         from dopd.eval import evaluate_samples
 
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
-        with model_for_generation(self.model_wrapped, self.accelerator) as model:
+        with model_for_generation(self.model_wrapped, self.accelerator) as model, self._autocast():
             result = evaluate_samples(model, self.adapter, dataset.samples, self.data_args, self.eval_args,
                                       self.rollout_args)
         metrics = {f"{metric_key_prefix}/{key}": value for key, value in result.metrics.items()}

@@ -115,7 +115,7 @@ def run_train(cfg: DOPDConfig) -> TrainResult:
         check_compatibility(adapter, teacher_adapter, model_args)
     model = load_model(student_path, model_args, adapter=adapter, role="student",
                        gradient_checkpointing=training_args.gradient_checkpointing)
-    model = apply_finetuning(model, adapter, ft_args, model_args)
+    model = apply_finetuning(model, adapter, ft_args, model_args, training_args=training_args)
     if needs_teacher:
         teacher = load_model(teacher_path, model_args, adapter=teacher_adapter, role="teacher")
 
