@@ -5,7 +5,7 @@
   config, tokenizer (and image processor) are saved to a folder so `dopd.model.load_adapter` works; the weights
   stay in memory.
 - `make_samples`: a small in-memory dataset (`CanonicalSample`s with a hint, or an image + labelled boxes).
-- `make_dopd_trainer`: `DOPDTrainer` built the way `dopd.train.workflow.run_train` builds it.
+- `make_dopd_trainer`: `DOPDTrainer` from `dopd.train.workflow.build_trainer`, the builder `run_train` uses.
 - `fixed_length_rollouts`: every rollout generates exactly `max_new_tokens` tokens (stages compare equal work).
 - `StepTimer`: wall time of every optimizer step (callback; CUDA synchronised).
 - peak memory (`MemoryProbe`, `run_child`), environment (`environment`), tables and JSON (`print_table`, `write_json`).
@@ -250,33 +250,11 @@ def dopd_config(args: argparse.Namespace, stage: str, student_dir: str, teacher_
 
 
 def make_dopd_trainer(cfg: Any, student: Any, teacher: Optional[Any], samples: Sequence[Any]) -> Any:
-    """`DOPDTrainer` wired exactly as `dopd.train.workflow.run_train` wires it (models given, not loaded)."""
-    from dopd.distill import DOPDLossConfig
-    from dopd.model import apply_finetuning, check_compatibility, load_adapter
-    from dopd.model.loader import freeze_model
-    from dopd.train.dataset import PromptViewDataset, collate_encoded_samples
-    from dopd.train.trainer import DOPDTrainer
+    """`DOPDTrainer` from `dopd.train.workflow.build_trainer`, the function `run_train` builds it with (models given
+    in memory instead of loaded; the adapters come from the saved config/tokenizer folders)."""
+    from dopd.train.workflow import build_trainer
 
-    stage = cfg.finetuning.stage
-    loss_config = None if stage == "sft" else DOPDLossConfig.from_args(cfg.distill, stage)
-    needs_teacher = stage != "sft" and loss_config.needs_teacher
-    adapter = load_adapter(cfg.model.model_name_or_path, cfg.model)
-    teacher_adapter = None
-    if needs_teacher:
-        teacher_adapter = load_adapter(cfg.model.teacher_model_name_or_path, cfg.model)
-        check_compatibility(adapter, teacher_adapter, cfg.model)
-        teacher = freeze_model(teacher)
-    else:
-        teacher = None
-    student = apply_finetuning(student, adapter, cfg.finetuning, cfg.model)
-    dataset = PromptViewDataset(list(samples), adapter, cfg.data, teacher_adapter=teacher_adapter,
-                                teacher_sees_privileged=cfg.distill.teacher_sees_privileged)
-    return DOPDTrainer(
-        model=student, args=cfg.training, train_dataset=dataset, data_collator=collate_encoded_samples,
-        processing_class=adapter.processor or adapter.tokenizer, adapter=adapter, teacher=teacher,
-        teacher_adapter=teacher_adapter, stage=stage, loss_config=loss_config, rollout_args=cfg.rollout,
-        distill_args=cfg.distill,
-    )
+    return build_trainer(cfg, list(samples), student=student, teacher=teacher)
 
 
 def fixed_length_rollouts(adapter: Any) -> None:

@@ -68,15 +68,73 @@ def _resume_arg(value: Any) -> Any:
     return value
 
 
+def build_trainer(cfg: DOPDConfig, samples: Sequence[Any], eval_samples: Optional[Sequence[Any]] = None, *,
+                  student: Any = None, teacher: Any = None) -> Any:
+    """The one way a `DOPDTrainer` is built: `run_train` and every benchmark call this, so benchmarks measure what
+    users run.
+
+    config + validated `CanonicalSample`s -> adapters (the teacher's checked against the student's), models,
+    finetuning, the lazy prompt-view datasets, the trainer and its callbacks (`trainer_log.jsonl`, the graceful stop
+    on SIGTERM/Ctrl-C as `trainer.graceful_stop`, whose signal handlers the caller installs, and the non-finite loss
+    guard as `trainer.nonfinite_guard`). `student` / `teacher`: models already in memory to use instead of loading
+    `model_name_or_path` / `teacher_model_name_or_path` (those folders still give the adapters: config, tokenizer,
+    processor); an in-memory teacher is frozen like a loaded one.
+    """
+    from dopd.distill import DOPDLossConfig
+    from dopd.model import apply_finetuning, check_compatibility, load_adapter, load_model
+    from dopd.model.loader import freeze_model
+    from dopd.train.callbacks import GracefulStopCallback, JsonlLogCallback, NonFiniteLossCallback
+    from dopd.train.dataset import PromptViewDataset, collate_encoded_samples
+    from dopd.train.trainer import DOPDTrainer
+
+    model_args, data_args, ft_args = cfg.model, cfg.data, cfg.finetuning
+    distill_args, rollout_args, training_args = cfg.distill, cfg.rollout, cfg.training
+    stage = ft_args.stage
+    loss_config = None if stage == "sft" else DOPDLossConfig.from_args(distill_args, stage)
+    needs_teacher = stage != "sft" and loss_config.needs_teacher
+
+    student_path = resolve_model_path(model_args.model_name_or_path, "student")
+    adapter = load_adapter(student_path, model_args)
+    teacher_adapter = teacher_path = None
+    if needs_teacher:
+        teacher_path = resolve_model_path(model_args.teacher_model_name_or_path, "teacher")
+        teacher_adapter = load_adapter(teacher_path, model_args)
+        check_compatibility(adapter, teacher_adapter, model_args)
+    if student is None:
+        student = load_model(student_path, model_args, adapter=adapter, role="student",
+                             gradient_checkpointing=training_args.gradient_checkpointing)
+    student = apply_finetuning(student, adapter, ft_args, model_args, training_args=training_args)
+    if not needs_teacher:
+        teacher = None
+    elif teacher is None:
+        teacher = load_model(teacher_path, model_args, adapter=teacher_adapter, role="teacher")
+    else:
+        teacher = freeze_model(teacher)
+
+    train_dataset = PromptViewDataset(
+        samples, adapter, data_args, teacher_adapter=teacher_adapter,
+        teacher_sees_privileged=distill_args.teacher_sees_privileged,
+    )
+    eval_dataset = PromptViewDataset(eval_samples, adapter, data_args) if eval_samples else None
+    trainer = DOPDTrainer(
+        model=student, args=training_args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+        data_collator=collate_encoded_samples, data_args=data_args, eval_args=cfg.evaluation,
+        processing_class=adapter.processor or adapter.tokenizer, adapter=adapter, teacher=teacher,
+        teacher_adapter=teacher_adapter, stage=stage, loss_config=loss_config, rollout_args=rollout_args,
+        distill_args=distill_args,
+    )
+    trainer.graceful_stop = GracefulStopCallback()
+    trainer.nonfinite_guard = NonFiniteLossCallback(trainer, distill_args.max_nonfinite_steps)
+    for callback in (JsonlLogCallback(), trainer.graceful_stop, trainer.nonfinite_guard):
+        trainer.add_callback(callback)
+    return trainer
+
+
 def run_train(cfg: DOPDConfig) -> TrainResult:
     from dopd.data import load_and_validate
     from dopd.distill import DOPDLossConfig
-    from dopd.model import apply_finetuning, check_compatibility, load_adapter, load_model
-    from dopd.train.callbacks import GracefulStopCallback, JsonlLogCallback, NonFiniteLossCallback
-    from dopd.train.dataset import PromptViewDataset, collate_encoded_samples
     from dopd.train.plots import plot_log_history
     from dopd.train.rollout import check_sampling_matches_loss
-    from dopd.train.trainer import DOPDTrainer
 
     model_args, data_args, ft_args = cfg.model, cfg.data, cfg.finetuning
     distill_args, rollout_args, training_args = cfg.distill, cfg.rollout, cfg.training
@@ -105,36 +163,9 @@ def run_train(cfg: DOPDConfig) -> TrainResult:
             raise ConfigError(f"eval_strategy={training_args.eval_strategy.value} needs `eval_dataset`")
         eval_samples = load_and_validate(data_args, data_args.eval_dataset)
 
-    # 2. models
-    student_path = resolve_model_path(model_args.model_name_or_path, "student")
-    adapter = load_adapter(student_path, model_args)
-    teacher = teacher_adapter = None
-    if needs_teacher:
-        teacher_path = resolve_model_path(model_args.teacher_model_name_or_path, "teacher")
-        teacher_adapter = load_adapter(teacher_path, model_args)
-        check_compatibility(adapter, teacher_adapter, model_args)
-    model = load_model(student_path, model_args, adapter=adapter, role="student",
-                       gradient_checkpointing=training_args.gradient_checkpointing)
-    model = apply_finetuning(model, adapter, ft_args, model_args, training_args=training_args)
-    if needs_teacher:
-        teacher = load_model(teacher_path, model_args, adapter=teacher_adapter, role="teacher")
-
-    # 3. trainer
-    train_dataset = PromptViewDataset(
-        samples, adapter, data_args, teacher_adapter=teacher_adapter,
-        teacher_sees_privileged=distill_args.teacher_sees_privileged,
-    )
-    eval_dataset = PromptViewDataset(eval_samples, adapter, data_args) if eval_samples else None
-    trainer = DOPDTrainer(
-        model=model, args=training_args, train_dataset=train_dataset, eval_dataset=eval_dataset,
-        data_collator=collate_encoded_samples, data_args=data_args, eval_args=cfg.evaluation,
-        processing_class=adapter.processor or adapter.tokenizer, adapter=adapter, teacher=teacher, teacher_adapter=teacher_adapter,
-        stage=stage, loss_config=loss_config, rollout_args=rollout_args, distill_args=distill_args,
-    )
-    stop = GracefulStopCallback()
-    nonfinite = NonFiniteLossCallback(trainer, distill_args.max_nonfinite_steps)
-    for callback in (JsonlLogCallback(), stop, nonfinite):
-        trainer.add_callback(callback)
+    # 2. models and trainer
+    trainer = build_trainer(cfg, samples, eval_samples)
+    stop, nonfinite = trainer.graceful_stop, trainer.nonfinite_guard
     stop.install()
     try:
         trainer.train(resume_from_checkpoint=_resume_arg(training_args.resume_from_checkpoint))
