@@ -17,8 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .pipeline import METHODS, TestbedConfig, quick_config, run_all, vlm_config
-from .report import accuracy_table, write_page
+from .pipeline import METHODS, TestbedConfig, premise_config, quick_config, run_all, vlm_config
+from .report import accuracy_table, write_page, write_premise_section
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -28,6 +28,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", choices=("text", "vlm"), default="text",
                    help="text: three-digit addition with a hint (default); vlm: shape images with a labelled box")
+    p.add_argument("--variant", choices=("default", "premise"), default="default",
+                   help="premise: a teacher trained on x and x+p, the distillation lr chosen on a validation split "
+                        "(text task; its own section at the end of docs/testbed.md; work files saves/testbed_premise)")
     p.add_argument("--quick", action="store_true", help="pipeline check (< 2 min): tiny data, 1 seed, 1-2 steps")
     p.add_argument("--out", default=None, help="work folder (data, runs, results.json); default saves/testbed, "
                                                "or a temp folder with --quick")
@@ -46,8 +49,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def build_config(args: argparse.Namespace) -> TestbedConfig:
     work = "testbed" if args.task == "text" else f"testbed_{args.task}"
+    if args.variant == "premise":
+        if args.task != "text":
+            raise SystemExit("--variant premise is implemented for the text task")
+        work = "testbed_premise"
     out = args.out or (tempfile.mkdtemp(prefix=f"{work}_quick_") if args.quick else str(REPO / "saves" / work))
-    if args.quick:
+    if args.variant == "premise":
+        cfg = premise_config(out, quick=args.quick)
+    elif args.quick:
         cfg = quick_config(out, args.task)
     else:
         cfg = vlm_config(out) if args.task == "vlm" else TestbedConfig(out_dir=out)
@@ -83,7 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         results["command"] = command
         (out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
     report_dir = Path(args.report_dir) if args.report_dir else (out / "report" if cfg.quick else REPO / "docs")
-    paths = write_page(results, report_dir, command)
+    if args.variant == "premise":
+        paths = write_premise_section(results, report_dir, command)
+    else:
+        paths = write_page(results, report_dir, command)
     for row in accuracy_table(results):
         print(" | ".join(row))
     print(f"\nresults: {out / 'results.json'}\npage:    {paths['markdown']}\ncurves:  {paths['curves']}")

@@ -88,6 +88,15 @@ class TestbedConfig:
     image_size: int = 56
     cutoff_len: int = 256
     sft_extra: dict[str, Any] = field(default_factory=dict)  # more config keys for the two SFT runs
+    # premise variant (`--variant premise`, `premise_config`): the teacher's SFT data ("privileged": x+p only, as the
+    # paper's privileged teacher; "mixed": x and x+p, a teacher good without p and better with it), a validation
+    # split (rows) and a learning-rate grid searched on it with `lr_select_method` (seed `seeds[0]`), the chosen lr
+    # then used for every method alike
+    variant: str = "default"
+    teacher_data: str = "privileged"
+    num_val: int = 0
+    lr_grid: tuple[float, ...] = ()
+    lr_select_method: str = "vanilla_opd"
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -99,6 +108,16 @@ def quick_config(out_dir: str, task: str = "text") -> TestbedConfig:
     return replace(base, seeds=(0,), num_train=48, num_eval=8, teacher_steps=2, student_steps=1,
                    sft_batch=8, distill_steps=2, distill_batch=2, num_generations=2, max_new_tokens=8,
                    eval_every=1, eval_batch=8, jobs=1, quick=True)
+
+
+def premise_config(out_dir: str, quick: bool = False) -> TestbedConfig:
+    """A variant meant to meet the paper's premises: a teacher trained on x and x+p (good without p, better with p),
+    the same student start (whether its privileged view is at least as good as its plain one is measured and shown on
+    the page, not assumed), and the distillation lr chosen on a validation split by the field's basic result (vanilla
+    OPD from that teacher, without p, must improve the start), then used for every method. Fixed before any run."""
+    base = quick_config(out_dir) if quick else TestbedConfig(out_dir=out_dir)
+    return replace(base, variant="premise", teacher_data="mixed", num_val=8 if quick else 100,
+                   lr_grid=(5e-5, 2e-4) if quick else (2e-5, 5e-5, 2e-4))
 
 
 def vlm_config(out_dir: str) -> TestbedConfig:
@@ -160,6 +179,8 @@ def _run_train(keys: dict[str, Any]) -> Any:
 
 def sft(cfg: TestbedConfig, data_dir: str, seed: int, init: str, out: str, view: str, steps: int, lr: float,
         dataset: str = "") -> str:
+    if Path(out, "dopd_sft_done.json").is_file():  # the same SFT already ran in this work folder (lr selection)
+        return out
     keys = _common_keys(cfg, data_dir, seed)
     keys["dataset"] = dataset or task_module(cfg).DATASET_TRAIN
     keys.update(cfg.sft_extra)
@@ -168,6 +189,7 @@ def sft(cfg: TestbedConfig, data_dir: str, seed: int, init: str, out: str, view:
                  "lr_scheduler_type": "cosine", "warmup_steps": min(20, steps // 10), "save_steps": 10 ** 9,
                  "logging_steps": max(1, steps // 20)})
     _run_train(keys)
+    Path(out, "dopd_sft_done.json").write_text(json.dumps({"steps": steps, "lr": lr, "view": view}), encoding="utf-8")
     return out
 
 
@@ -188,11 +210,11 @@ def distill(cfg: TestbedConfig, data_dir: str, seed: int, method: Method, studen
 class Evaluator:
     """Held-out accuracy through `dopd.eval.evaluate_samples`, split by question kind (visible / hidden operand)."""
 
-    def __init__(self, cfg: TestbedConfig, data_dir: str) -> None:
+    def __init__(self, cfg: TestbedConfig, data_dir: str, dataset: str = "") -> None:
         from dopd.data import load_dataset_samples
         from dopd.hparams import parse_config
 
-        DATASET_EVAL = task_module(cfg).DATASET_EVAL
+        DATASET_EVAL = dataset or task_module(cfg).DATASET_EVAL
 
         self.cfg = cfg
         self.parsed = {
@@ -262,8 +284,7 @@ def run_seed(cfg: TestbedConfig, seed: int, data_dir: str) -> dict[str, Any]:
     student_init = build_tiny_model(cfg.family, root / "init_student", size=cfg.student_size, tokenizer="bpe",
                                     seed=seed + 1000)
     _check_answer_length(cfg, data_dir, str(student_init))
-    teacher = timed("teacher_sft", sft, cfg, data_dir, seed, teacher_init, str(root / "teacher"), "privileged",
-                    cfg.teacher_steps, cfg.teacher_lr)
+    teacher = timed("teacher_sft", *teacher_sft_args(cfg, data_dir, seed, str(teacher_init), root))
     task = task_module(cfg)
     student_set = task.DATASET_MIXED if cfg.student_data == "mixed" else task.DATASET_TRAIN
     student = timed("student_sft", sft, cfg, data_dir, seed, student_init, str(root / "student"), "plain",
@@ -311,6 +332,64 @@ def run_seed(cfg: TestbedConfig, seed: int, data_dir: str) -> dict[str, Any]:
     return result
 
 
+def teacher_sft_args(cfg: TestbedConfig, data_dir: str, seed: int, init: str, root: Path) -> tuple:
+    """`sft` arguments of the teacher: on x+p (`teacher_data: privileged`) or on x and x+p (`mixed`)."""
+    if cfg.teacher_data == "mixed":
+        return (sft, cfg, data_dir, seed, init, str(root / "teacher"), "plain", cfg.teacher_steps, cfg.teacher_lr,
+                task_module(cfg).DATASET_MIXED)
+    return (sft, cfg, data_dir, seed, init, str(root / "teacher"), "privileged", cfg.teacher_steps, cfg.teacher_lr)
+
+
+def select_lr(cfg: TestbedConfig, data_dir: str) -> dict[str, Any]:
+    """The premise variant's lr search: seed `seeds[0]`'s teacher and student (SFT as in `run_seed`, reused by it),
+    then `lr_select_method` at each lr of the grid, scored by final accuracy on the validation split without p.
+    The best lr wins (ties: the smaller). Returns the table and the choice; the test split is not touched."""
+    limit_threads()
+    from dopd.model.tiny import build_tiny_model
+
+    seed = cfg.seeds[0]
+    root = Path(cfg.out_dir, f"seed{seed}")
+    root.mkdir(parents=True, exist_ok=True)
+    teacher_init = build_tiny_model(cfg.family, root / "init_teacher", size=cfg.teacher_size, tokenizer="bpe",
+                                    seed=seed)
+    student_init = build_tiny_model(cfg.family, root / "init_student", size=cfg.student_size, tokenizer="bpe",
+                                    seed=seed + 1000)
+    fn, *args = teacher_sft_args(cfg, data_dir, seed, str(teacher_init), root)
+    teacher = fn(*args)
+    task = task_module(cfg)
+    student_set = task.DATASET_MIXED if cfg.student_data == "mixed" else task.DATASET_TRAIN
+    student = sft(cfg, data_dir, seed, str(student_init), str(root / "student"), "plain", cfg.student_steps,
+                  cfg.student_lr, student_set)
+    evaluate = Evaluator(cfg, data_dir, dataset=VAL_DATASET)
+    method = next(m for m in METHODS if m.name == cfg.lr_select_method)
+    rows = [{"lr": 0.0, "accuracy": evaluate(student)["accuracy"], "note": "start"}]
+    for lr in cfg.lr_grid:
+        run_dir = str(Path(cfg.out_dir, "lr_select", f"{method.name}_lr{lr:g}"))
+        distill(replace(cfg, distill_lr=lr, eval_every=10 ** 9), data_dir, seed, method, student, teacher, run_dir)
+        rows.append({"lr": lr, "accuracy": evaluate(run_dir)["accuracy"]})
+        _cleanup_weights(run_dir)
+        logger.info("lr selection: %s lr %g -> validation accuracy %.3f", method.name, lr, rows[-1]["accuracy"])
+    best = max(rows[1:], key=lambda r: (r["accuracy"], -r["lr"]))
+    return {"method": method.name, "seed": seed, "split": VAL_DATASET, "rows": rows, "chosen_lr": best["lr"],
+            "improves_start_on_val": best["accuracy"] > rows[0]["accuracy"]}
+
+
+VAL_DATASET = "pi_text_val"
+
+
+def write_val_split(cfg: TestbedConfig, data_dir: str) -> None:
+    """`pi_text_val`: independent draws (another stream than train and test) for the premise variant's lr search."""
+    from .task_text import TextTaskSpec, generate, registry_entry
+
+    _, rows = generate(TextTaskSpec(num_train=0, num_eval=cfg.num_val, hidden_fraction=cfg.hidden_fraction,
+                                    seed=cfg.task_seed + 7919))
+    Path(data_dir, f"{VAL_DATASET}.json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
+    info_path = Path(data_dir, "dataset_info.json")
+    info = json.loads(info_path.read_text(encoding="utf-8"))
+    info[VAL_DATASET] = registry_entry(f"{VAL_DATASET}.json")
+    info_path.write_text(json.dumps(info, indent=2), encoding="utf-8")
+
+
 def _check_answer_length(cfg: TestbedConfig, data_dir: str, model_dir: str) -> None:
     """Warn when a reference answer chain cannot fit in max_new_tokens: no generation could reach `Answer:`."""
     from transformers import AutoTokenizer
@@ -351,6 +430,13 @@ def run_all(cfg: TestbedConfig) -> dict[str, Any]:
 
         task = write_registry(data_dir, TextTaskSpec(num_train=cfg.num_train, num_eval=cfg.num_eval,
                                                      hidden_fraction=cfg.hidden_fraction, seed=cfg.task_seed))
+    lr_selection = None
+    if cfg.lr_grid:
+        if cfg.task != "text":
+            raise ValueError("the lr search (premise variant) is implemented for the text task only")
+        write_val_split(cfg, data_dir)
+        lr_selection = select_lr(cfg, data_dir)
+        cfg = replace(cfg, distill_lr=lr_selection["chosen_lr"])
     jobs = [(cfg, seed, data_dir) for seed in cfg.seeds]
     if cfg.jobs > 1 and len(jobs) > 1:
         import multiprocessing as mp
@@ -359,7 +445,10 @@ def run_all(cfg: TestbedConfig) -> dict[str, Any]:
             per_seed = pool.map(run_seed_entry, jobs)
     else:
         per_seed = [run_seed_entry(job) for job in jobs]
-    return {"config": cfg.to_json(), "task": task, "seeds": per_seed, "runtime_s": round(time.time() - started, 1)}
+    out = {"config": cfg.to_json(), "task": task, "seeds": per_seed, "runtime_s": round(time.time() - started, 1)}
+    if lr_selection is not None:
+        out["lr_selection"] = lr_selection
+    return out
 
 
 def load_existing(out_dir: str) -> Optional[dict[str, Any]]:

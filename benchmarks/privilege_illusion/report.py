@@ -388,6 +388,8 @@ regimes are computed for the log although its loss ignores them).
                             "p = the labelled box of the queried object; `--task vlm`): [testbed_vlm.md](testbed_vlm.md)."
                             "\n\n## The task (text, generated on the fly)", 1)
     md = report_dir / md_name
+    if kind == "text":
+        page = keep_premise_section(md, page)
     md.write_text(page, encoding="utf-8")
     return {"markdown": str(md), "curves": png}
 
@@ -465,3 +467,131 @@ def _vlm_page(page: str, results: dict[str, Any], notes: str) -> str:
                                 "shape is drawn / under the grey cover\n(only p names it).")
     pipeline = pipeline.replace(EXPLORATION_NOTES, notes or VLM_NOTES)
     return head + _vlm_task_section(results) + "\n## Pipeline" + pipeline
+
+
+# ------------------------------------------------------------------------------------------------- premise variant
+PREMISE_START = "<!-- premise-variant:start (written by --variant premise) -->"
+PREMISE_END = "<!-- premise-variant:end -->"
+DIAG_STATS = ("teacher_rejected_frac", "priv_top_differs_frac", "priv_logp_gain", "grad_agrees_teacher_frac",
+              "rejected_raised_frac")
+
+
+def diagnostics_table(results: dict[str, Any], name: str) -> list[list[str]]:
+    """Per regime: each diagnostic's mean over logged steps, then mean ± std over seeds (empty if never logged)."""
+    per_seed = [s["methods"][name]["log"] for s in results["seeds"] if name in s["methods"]]
+    rows = [["regime", *DIAG_STATS]]
+    found = False
+    for regime in (*REGIMES, "all"):
+        cells = [regime]
+        for stat in DIAG_STATS:
+            key = f"dopd/{regime}/{stat}"
+            vals = [statistics.fmean([r[key] for r in log if key in r]) for log in per_seed if any(key in r for r in log)]
+            found |= bool(vals)
+            cells.append(fmt(vals, scale=1.0 if stat == "priv_logp_gain" else 100.0,
+                             digits=2 if stat == "priv_logp_gain" else 1))
+        rows.append(cells)
+    return rows if found else []
+
+
+def premise_checks(results: dict[str, Any]) -> list[str]:
+    """The paper's premises and the field's basic result, each stated from the numbers (per seed where it matters)."""
+    seeds = results["seeds"]
+    ref = {k: [s["reference"][k]["accuracy"] for s in seeds if k in s["reference"]] for k, _, _ in REFERENCE_ROWS}
+
+    def pct(vals: list[float]) -> str:
+        m, s = mean_std(vals)
+        return f"{100 * m:.1f} ± {100 * s:.1f}%"
+
+    lines = []
+    tx, tp = ref["teacher_without_p"], ref["teacher_with_p"]
+    sx, sp = ref["student_before"], ref["student_before_with_p"]
+    better = sum(b > a for a, b in zip(tx, tp))
+    lines.append(f"- Teacher better with p than without: {'yes' if better == len(tp) else 'no'} in {better} of "
+                 f"{len(tp)} seeds (with p {pct(tp)}, without p {pct(tx)}).")
+    above = sum(t > s for t, s in zip(tx, sx))
+    lines.append(f"- Teacher without p above the student's start: {above} of {len(tx)} seeds "
+                 f"(teacher {pct(tx)}, student {pct(sx)}).")
+    ok = sum(b >= a for a, b in zip(sx, sp))
+    lines.append(f"- Student's privileged view at least as good as its plain one (the paper's premise): "
+                 f"{'yes' if ok == len(sp) else 'no'} in {ok} of {len(sp)} seeds (with p {pct(sp)}, without p {pct(sx)}).")
+    if "vanilla_opd" in results["config"]["methods"]:
+        gains = [s["methods"]["vanilla_opd"]["final"]["accuracy"] - s["reference"]["student_before"]["accuracy"]
+                 for s in seeds if "vanilla_opd" in s["methods"]]
+        up = sum(g > 0 for g in gains)
+        m, sd = mean_std(gains)
+        lines.append(f"- The field's basic result on the test split (vanilla OPD, teacher without p, improves the "
+                     f"start): {'reached' if m > 0 else 'NOT reached'}: {100 * m:+.1f} ± {100 * sd:.1f} points, "
+                     f"above the start in {up} of {len(gains)} seeds.")
+    return lines
+
+
+def premise_section(results: dict[str, Any], png_name: str, command: str) -> str:
+    cfg = results["config"]
+    sel = results.get("lr_selection")
+    labels_fix = ("teacher (SFT on x+p)", "teacher (SFT on x and x+p)") if cfg.get("teacher_data") == "mixed" else None
+    acc_rows = accuracy_table(results)
+    if labels_fix:
+        acc_rows = [[c.replace(*labels_fix) for c in row] for row in acc_rows]
+    parts = [PREMISE_START, "", "## Premise variant: a teacher good without p, the lr chosen on validation", "",
+             "```bash", command, "```", "",
+             f"{'**Quick mode: a pipeline check, the numbers mean nothing.** ' if cfg['quick'] else ''}"
+             f"Same task, student and methods as above, except: the teacher's SFT sees x and x+p "
+             f"(`{cfg.get('teacher_data')}`: each training row twice, meant to make it good without p and better with "
+             f"it; checked below); "
+             f"a validation split ({cfg.get('num_val')} independent rows, `pi_text_val`) on which the distillation lr "
+             f"is chosen among {', '.join(f'{lr:g}' for lr in cfg.get('lr_grid', ()))} by the field's basic result "
+             f"(`{sel['method'] if sel else cfg.get('lr_select_method')}` from the common start, seed "
+             f"{sel['seed'] if sel else cfg['seeds'][0]}, final validation accuracy without p; ties: the smaller lr), "
+             f"then used for every method alike. Seeds {', '.join(str(s) for s in cfg['seeds'])}; wall time "
+             f"{results['runtime_s'] / 60:.1f} min. This configuration was fixed before any run; nothing was tuned "
+             "toward a ranking.", ""]
+    if sel:
+        parts += ["### Learning rate (validation split)", "",
+                  markdown_table([["lr", "validation accuracy without p (%)"]] + [
+                      ["start (no distillation)" if r["lr"] == 0 else f"{r['lr']:g}", f"{100 * r['accuracy']:.1f}"]
+                      for r in sel["rows"]]), "",
+                  f"Chosen: {sel['chosen_lr']:g}; the basic result on validation "
+                  f"{'is reached' if sel['improves_start_on_val'] else 'is NOT reached (no lr improved the start)'}.",
+                  ""]
+    parts += ["### Premises and the basic result", "", *premise_checks(results), "",
+              "### Held-out accuracy (mean ± std over seeds)", "", markdown_table(acc_rows), "",
+              "### What came out", "", *verdict(results), "",
+              "### Token-pruning probe", "", markdown_table(probe_table(results)), "",
+              "### DOPD routing", "", markdown_table(regime_table(results)), ""]
+    diag = [(n, diagnostics_table(results, n)) for n in results["config"]["methods"]]
+    diag = [(n, rows) for n, rows in diag if rows]
+    if diag:
+        parts += ["### Diagnostics (docs/objective.md): mean over logged steps, mean ± std over seeds", "",
+                  "Percentages except `priv_logp_gain` (nats). Runs that score both privileged policies only.", ""]
+        for name, rows in diag:
+            parts += [f"`{name}`:", "", markdown_table(rows), ""]
+    parts += [f"![premise variant: accuracy and entropy]({png_name})", "", PREMISE_END]
+    return "\n".join(parts)
+
+
+def write_premise_section(results: dict[str, Any], report_dir: str | Path, command: str) -> dict[str, str]:
+    """Write (or replace) the premise variant's section at the end of testbed.md in `report_dir`, and its PNG."""
+    report_dir = Path(report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    png = plot_curves(results, report_dir / "testbed_premise_curves.png")
+    md = report_dir / "testbed.md"
+    page = md.read_text(encoding="utf-8") if md.is_file() else "# Privilege-illusion testbed\n"
+    section = premise_section(results, Path(png).name, command)
+    if PREMISE_START in page and PREMISE_END in page:
+        head, rest = page.split(PREMISE_START, 1)
+        page = head + section + rest.split(PREMISE_END, 1)[1]
+    else:
+        page = page.rstrip("\n") + "\n\n" + section + "\n"
+    md.write_text(page, encoding="utf-8")
+    return {"markdown": str(md), "curves": png}
+
+
+def keep_premise_section(md: Path, new_page: str) -> str:
+    """The default page, regenerated, keeps the premise variant's section the old page held."""
+    if not md.is_file():
+        return new_page
+    old = md.read_text(encoding="utf-8")
+    if PREMISE_START not in old or PREMISE_END not in old:
+        return new_page
+    section = PREMISE_START + old.split(PREMISE_START, 1)[1].split(PREMISE_END, 1)[0] + PREMISE_END
+    return new_page.rstrip("\n") + "\n\n" + section + "\n"

@@ -1,0 +1,58 @@
+"""The testbed's premise variant (`--variant premise`): teacher SFT on x and x+p, the distillation lr chosen on a
+validation split, its own section in testbed.md (kept when the default page is regenerated). `--quick` checks the
+pipeline, not the outcome, into a temp folder."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+DOCS = ("testbed.md", "testbed_curves.png", "testbed_premise_curves.png")
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "absent"
+
+
+def test_premise_section_replaces_itself_and_survives_the_default_page(tmp_path):
+    from benchmarks.privilege_illusion.report import PREMISE_END, PREMISE_START, keep_premise_section
+
+    md = tmp_path / "testbed.md"
+    md.write_text(f"# old page\n\n{PREMISE_START}\nsection v1\n{PREMISE_END}\n")
+    page = keep_premise_section(md, "# new default page\n")
+    assert page.startswith("# new default page") and "section v1" in page and page.count(PREMISE_START) == 1
+    md.write_text("# no section\n")
+    assert keep_premise_section(md, "# new\n") == "# new\n"
+
+
+def test_quick_premise_variant_runs_into_tmp(tmp_path):
+    before = [_digest(REPO / "docs" / name) for name in DOCS]
+    out = tmp_path / "work"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "benchmarks.privilege_illusion", "--variant", "premise", "--quick", "--out", str(out)]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert [_digest(REPO / "docs" / name) for name in DOCS] == before, "the quick run overwrote docs/"
+
+    results = json.loads((out / "results.json").read_text())
+    cfg = results["config"]
+    assert cfg["variant"] == "premise" and cfg["teacher_data"] == "mixed"
+    sel = results["lr_selection"]
+    assert [r["lr"] for r in sel["rows"]] == [0.0, *cfg["lr_grid"]] and sel["chosen_lr"] in cfg["lr_grid"]
+    assert cfg["distill_lr"] == sel["chosen_lr"]  # every method ran at the chosen lr
+    assert sel["split"] == "pi_text_val" and (out / "data" / "pi_text_val.json").is_file()
+    # the teacher's SFT read the mixed set (x and x+p) with the plain view
+    teacher_args = json.loads((out / "seed0" / "teacher" / "dopd_sft_done.json").read_text())
+    assert teacher_args["view"] == "plain"
+    dopd_log = results["seeds"][0]["methods"]["dopd"]["log"]
+    assert any("dopd/HS/rejected_raised_frac" in r or "dopd/all/teacher_rejected_frac" in r for r in dopd_log)
+
+    page = (out / "report" / "testbed.md").read_text()
+    assert "## Premise variant" in page and "### Premises and the basic result" in page
+    assert "Student's privileged view at least as good as its plain one" in page
+    assert "### Learning rate (validation split)" in page and "### Diagnostics" in page
+    assert "teacher (SFT on x and x+p), evaluated without p" in page
+    assert (out / "report" / "testbed_premise_curves.png").stat().st_size > 0
