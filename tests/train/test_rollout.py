@@ -77,3 +77,29 @@ def test_vlm_answers_never_contain_vision_markers(tmp_path):
         run_train(make_config(tmp_path, family="qwen2_vl", dataset="vlm_demo", max_steps=3, max_new_tokens=48,
                               save_steps=10))
     assert seen and not any(tok in markers for response in seen for tok in response)
+
+
+def test_rollout_engine_is_pluggable(tmp_path):
+    """A registered engine replaces HF generate: weights are pushed to it before every rollout, its answers are
+    what the three scorings see, and `rollout/sequences_per_generate` follows its calls."""
+    from dopd.train.rollout import EngineOutput, HFRolloutEngine, ROLLOUT_ENGINES, register_rollout_engine
+
+    events = []
+
+    class Recording(HFRolloutEngine):
+        def update_weights(self, model):
+            events.append("update")
+
+        def generate(self, model, prompts, num_generations, rollout_args):
+            events.append("generate")
+            out = super().generate(model, prompts, num_generations, rollout_args)
+            return EngineOutput(responses=out.responses, calls=4)
+
+    register_rollout_engine("recording", Recording)
+    try:
+        result = run_train(make_config(tmp_path, max_steps=2, save_steps=10, rollout_engine="recording"))
+    finally:
+        ROLLOUT_ENGINES.pop("recording")
+    assert events == ["update", "generate"] * 2
+    logged = [r for r in result.log_history if "rollout/sequences_per_generate" in r]
+    assert [r["rollout/sequences_per_generate"] for r in logged] == [1.0, 1.0]  # 2 prompts x G 2 over 4 calls

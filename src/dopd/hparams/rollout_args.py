@@ -11,6 +11,12 @@ class RolloutArguments:
     top_p: float = field(default=1.0, metadata={"help": "Rollout nucleus sampling."})
     top_k: int = field(default=0, metadata={"help": "Rollout top-k sampling (0: off)."})
     repetition_penalty: float = field(default=1.0, metadata={"help": "Rollout repetition penalty."})
+    rollout_engine: str = field(
+        default="hf",
+        metadata={"help": "What samples the answers: hf (transformers generate on the trained student). Other "
+                          "backends (vLLM, SGLang) would implement dopd.train.rollout.RolloutEngine and register "
+                          "a name with register_rollout_engine; none ships (docs/architecture.md)."},
+    )
     rollout_batch_size: int = field(
         default=0,
         metadata={"help": "Sequences per `generate` call when a step rolls out all its prompts at once (routing_scope "

@@ -90,3 +90,88 @@ def model_for_generation(model: torch.nn.Module, accelerator: Any) -> Iterator[t
     finally:
         if was_training:
             unwrapped.train()
+
+
+# ---------------------------------------------------------------------------------------------- rollout engines
+@dataclass
+class EngineOutput:
+    responses: list[list[int]]  # one per (prompt, answer), prompt-major: prompt i's G answers at i*G .. i*G+G-1
+    calls: int  # generate calls made (rollout/sequences_per_generate = answers / calls)
+
+
+class RolloutEngine:
+    """What samples the on-policy answers for the trainer; HF `generate` today (`HFRolloutEngine`), and the seam a
+    vLLM or SGLang backend would implement (see docs/architecture.md).
+
+    Contract:
+    - `update_weights(model)`: called by the trainer before every rollout, with the trainer's model (possibly
+      wrapped by DeepSpeed / peft). An engine that samples from the trainer's own modules does nothing; an engine
+      holding its own copy of the weights must load the current ones here (gathered under ZeRO-3, LoRA merged):
+      the answers must be samples of the current student, or the objective is no longer on-policy.
+    - `generate(model, prompts, num_generations, rollout_args) -> EngineOutput`: `prompts` are `EncodedPrompt`s of the
+      plain view x (token ids with the family's image tokens expanded, plus `mm_inputs`); each gets
+      `num_generations` answers, sampled with exactly `generation_kwargs(rollout_args)` (temperature, top-p/k,
+      repetition penalty, max_new_tokens), stopping at the adapter's `stop_token_ids` (kept as the last token) and
+      never emitting `adapter.suppressed_token_ids` or ids >= `adapter.vocab_size`. Token ids, not text: the three
+      scorings must see the very ids that were sampled. `rollout_args.rollout_batch_size` bounds the sequences per
+      underlying call (0: as many as the engine likes).
+    - Every rank calls it the same number of times per step (collectives such as ZeRO-3 gathers may run inside).
+    """
+
+    name = "base"
+
+    def update_weights(self, model: torch.nn.Module) -> None:
+        return None
+
+    def generate(self, model: torch.nn.Module, prompts: Sequence[Any], num_generations: int,
+                 rollout_args: Any) -> EngineOutput:
+        raise NotImplementedError
+
+
+def per_call_sequences(num_prompts: int, num_generations: int, rollout_batch_size: int) -> int:
+    """Sequences per generate call: all of them, or `rollout_batch_size` rounded down to whole prompts (>= 1)."""
+    total = num_prompts * num_generations
+    if 0 < rollout_batch_size < total:
+        return max(1, rollout_batch_size // num_generations) * num_generations
+    return total
+
+
+class HFRolloutEngine(RolloutEngine):
+    """transformers `generate` on the trainer's own student (eval mode, KV cache; under ZeRO-3 every parameter
+    gathered once for the whole rollout): prompts repeated G times, left-padded, `rollout_batch_size` sequences per
+    call. Measured alternatives (docs/benchmarks.md): `num_return_sequences` (transformers repeats the prompts
+    before the prefill too: no shared prefill), a static KV cache and `torch.compile`."""
+
+    name = "hf"
+
+    def __init__(self, adapter: Any, accelerator: Any, device: torch.device) -> None:
+        self.adapter, self.accelerator, self.device = adapter, accelerator, device
+
+    def generate(self, model: torch.nn.Module, prompts: Sequence[Any], num_generations: int,
+                 rollout_args: Any) -> EngineOutput:
+        rows = repeat_each(list(prompts), num_generations)
+        per_call = per_call_sequences(len(prompts), num_generations,
+                                      int(getattr(rollout_args, "rollout_batch_size", 0) or 0))
+        responses: list[list[int]] = []
+        calls = 0
+        with model_for_generation(model, self.accelerator) as student:
+            for start in range(0, len(rows), per_call):
+                batch = self.adapter.collate_prompts(rows[start:start + per_call])
+                batch = {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+                responses += self.adapter.generate(student, batch, **generation_kwargs(rollout_args))
+                calls += 1
+        return EngineOutput(responses=responses, calls=calls)
+
+
+ROLLOUT_ENGINES: dict[str, type] = {"hf": HFRolloutEngine}
+
+
+def register_rollout_engine(name: str, cls: type) -> None:
+    """Make `rollout_engine: <name>` build `cls(adapter, accelerator, device)` (a `RolloutEngine`)."""
+    ROLLOUT_ENGINES[name] = cls
+
+
+def build_rollout_engine(name: str, adapter: Any, accelerator: Any, device: torch.device) -> RolloutEngine:
+    if name not in ROLLOUT_ENGINES:
+        raise ValueError(f"rollout_engine must be one of {sorted(ROLLOUT_ENGINES)}, got {name!r}")
+    return ROLLOUT_ENGINES[name](adapter, accelerator, device)

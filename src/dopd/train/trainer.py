@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from transformers import Trainer
 
 from dopd.train.distributed import gathered_parameters, prepare_teacher
-from dopd.train.rollout import RolloutResult, generation_kwargs, model_for_generation, repeat_each
+from dopd.train.rollout import RolloutResult, build_rollout_engine, model_for_generation, repeat_each
 from dopd.train.scoring import gather_response
 
 logger = logging.getLogger(__name__)
@@ -93,6 +93,8 @@ class DOPDTrainer(Trainer):
         self.routing_unit, self.rank_scope = resolve_routing_scope(scope, across)
         self._step: Optional[_Step] = None
         self._head_gather = contextlib.ExitStack()
+        self.rollout_engine = build_rollout_engine(getattr(rollout_args, "rollout_engine", "hf") or "hf", adapter,
+                                                   self.accelerator, self.args.device) if rollout_args else None
         self._phase: dict[str, float] = defaultdict(float)  # seconds per phase in the current optimizer step
         if self.stage != "sft" and self.routing_unit == "step":
             # each micro-batch's loss is its share of the step's mean: the Trainer must not divide it again
@@ -252,21 +254,14 @@ class DOPDTrainer(Trainer):
 
     # ------------------------------------------------------------------ rollout
     def rollout(self, model: torch.nn.Module, samples: list) -> RolloutResult:
-        """G answers per sample from the plain view, `rollout_batch_size` sequences per `generate` call."""
+        """G answers per sample from the plain view, through the rollout engine (`rollout_engine`, HF by default;
+        `rollout_batch_size` sequences per `generate` call)."""
         started = time.perf_counter()
         group = self.rollout_args.num_generations
-        prompts = repeat_each([s.plain for s in samples], group)
-        per_call = len(prompts)
-        wanted = int(getattr(self.rollout_args, "rollout_batch_size", 0) or 0)
-        if 0 < wanted < len(prompts):
-            per_call = max(1, wanted // group) * group  # whole prompts: a prompt's G answers stay in one call
-        responses: list[list[int]] = []
-        calls = 0
-        with model_for_generation(model, self.accelerator) as student:
-            for start in range(0, len(prompts), per_call):
-                batch = _to_device(self.adapter.collate_prompts(prompts[start:start + per_call]), self.args.device)
-                responses += self.adapter.generate(student, batch, **generation_kwargs(self.rollout_args))
-                calls += 1
+        engine = self.rollout_engine
+        engine.update_weights(model)
+        out = engine.generate(model, [s.plain for s in samples], group, self.rollout_args)
+        prompts, responses, calls = repeat_each([s.plain for s in samples], group), out.responses, out.calls
         _sync(self.args.device)
         seconds = time.perf_counter() - started
         num_tokens = sum(len(r) for r in responses)
