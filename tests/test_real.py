@@ -50,7 +50,7 @@ def test_real_render_and_eval(tmp_path):
     from dopd.model import load_adapter, load_model
     from dopd.train.render import format_rendered, render_samples
 
-    cfg = _cfg(tmp_path, with_training=False, eval_max_new_tokens=128)
+    cfg = _cfg(tmp_path, with_training=False, eval_max_new_tokens=160)
     rendered, header = render_samples(cfg, num_samples=2)
     text = format_rendered(rendered, header)
     assert "<|im_end|>" in header["stop tokens"] and header["end of turn"] == "<|im_end|>"
@@ -63,7 +63,7 @@ def test_real_render_and_eval(tmp_path):
 
     adapter = load_adapter(STUDENT, cfg.model)
     model = load_model(STUDENT, cfg.model, adapter=adapter)
-    samples = load_dataset_samples(cfg.data, ["llm_demo"])[:3]
+    samples = load_dataset_samples(cfg.data, ["llm_demo"])[:4]
     result = evaluate_samples(model, adapter, samples, cfg.data, cfg.evaluation, cfg.rollout)
     predictions = [r["predictions"][0] for r in result.records]
     print(json.dumps(predictions, indent=1))
