@@ -19,6 +19,25 @@ METHOD_LABELS = {"vanilla_opd": "vanilla OPD, teacher without p", "vanilla_opd_p
 STAGES = ("template", "reference", "vanilla_opd", "vanilla_opd_priv", "dopd")
 
 
+NOTES = """- Precision: both models run in float32. On this machine (2 AVX2 cores, no bf16 instructions) a forward pass of
+  the 0.5B on 4 x 256 tokens took 83 s in float32 and 330 s in bfloat16 (measured 2026-11-29 under load, same
+  process, one after the other), and a pure-bf16 AdamW step rounds away updates of ~1e-5 on weights of ~1e-2 (bf16
+  spacing there is ~1e-4), so training in bf16 would be both slower and mostly a no-op. Memory: ~8 GB for the
+  1.5B teacher's evaluation, ~16 GB for a training run (student weights, gradients and AdamW moments in float32 plus
+  the teacher).
+- Runtime: the stages were run one at a time at the lowest priority (`nice -n 10`) on a 2-core machine shared with
+  four other sessions (load average 7-12), so the seconds on this page are contended wall time, not the machine's
+  speed. Stages listed as not run had not finished by the time this page was written; their commands are above.
+- Sizing: steps and evaluation points were set from the uncontended figures in DESIGN.md (0.5B ~100 tokens/s for 8
+  sequences, a 0.5B DOPD step with 8 answers of 128 tokens ~30 s). Under the load of 2026-11-29 the teacher's first
+  validation evaluation (20 problems, greedy answers of ~730 characters, ~180 tokens) took 72 min of wall time, so
+  nothing past the hint-template measurement finished that day; each later stage appends its numbers here when it
+  ends (`--report-only` regenerates the page).
+- One seed; the learning rate (1e-5, constant) was set before any run and not tuned. With 8 steps of 8 answers a
+  method sees 16 of the training problems: a change of a few points on 200 held-out problems is within the
+  intervals."""
+
+
 def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
     """Wilson score interval of a binomial proportion (95% by default)."""
     if n <= 0:
@@ -203,6 +222,7 @@ def write_page(records: list[dict[str, Any]], report_dir: Any, quick: bool = Fal
                   "`vanilla_opd` (teacher without p) scores no privileged policy, so it has none. For "
                   "`vanilla_opd_priv` the privileged student is scored only to log these (`prune_mode: top` with "
                   "`prune_fraction: 0` drops nothing); its loss is unchanged.", "", *diag_parts]
+    lines += ["## Notes", "", NOTES, ""]
     # ------------------------------------------------------------------ commands
     lines += ["## Commands", "", "```bash",
               "bash ../shared/tools/fetch_real_qwen.sh 0.5b && bash ../shared/tools/fetch_real_qwen.sh 1.5b",
