@@ -122,10 +122,105 @@ def run_case(path: str, tokens: int, args: argparse.Namespace) -> dict[str, Any]
             "cpu_s": min(cpu_times), "cpu_times_s": cpu_times, "loss": loss}
 
 
+def _hwm_bytes() -> int:
+    """This process's peak resident set (VmHWM), resettable with `_reset_hwm` (unlike ru_maxrss)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _reset_hwm() -> None:
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+
+
+def _zero3_rank(rank: int, port: int, path: str, tokens: int, args: argparse.Namespace, out_dir: str) -> None:
+    """One rank of a 2-process ZeRO-3 run (gloo, CPU): a student made of a body Linear(H, H) and the lm_head
+    Linear(H, V), both partitioned by DeepSpeed; a frozen, replicated teacher head. One forward + backward of the
+    objective: `logits` calls the head as a module (DeepSpeed gathers it in its hooks) and runs `dopd_loss` on
+    [1, T, V] logits; `chunked` gathers each head once (`gathered_parameters`, held through the backward, as
+    DOPDTrainer does) and runs `dopd_loss_from_hidden`. Peak extra memory: VmHWM reset after setup (engine, inputs)."""
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    import deepspeed
+    import torch
+
+    from dopd.distill import DOPDLossConfig, dopd_loss, dopd_loss_from_hidden
+    from dopd.train.distributed import gathered_parameters
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    deepspeed.init_distributed(dist_backend="gloo")
+    dtype = getattr(torch, args.dtype)
+    H, V = args.hidden, args.vocab
+    torch.manual_seed(0)
+    student = torch.nn.Module()
+    student.body = torch.nn.Linear(H, H, bias=False)
+    student.lm_head = torch.nn.Linear(H, V, bias=False)
+    teacher_head = torch.nn.Linear(H, V, bias=False).to(dtype).requires_grad_(False)
+    config = {"train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 1,
+              "zero_optimization": {"stage": 3, "stage3_param_persistence_threshold": 0},
+              "optimizer": {"type": "SGD", "params": {"lr": 0.0}}, "zero_allow_untested_optimizer": True}
+    if args.dtype == "bfloat16":
+        config["bf16"] = {"enabled": True}
+    engine, *_ = deepspeed.initialize(model=student, model_parameters=student.parameters(), config=config)
+    module = engine.module
+    g = torch.Generator().manual_seed(rank)
+    x = torch.randn(1, tokens, H, generator=g).to(dtype)
+    h_p = torch.randn(1, tokens, H, generator=g).to(dtype)
+    h_t = torch.randn(1, tokens, H, generator=g).to(dtype)
+    labels = torch.randint(0, V, (1, tokens), generator=g)
+    cfg = DOPDLossConfig()
+    import gc
+
+    gc.collect()
+    _reset_hwm()
+    base = _hwm_bytes()
+    start = time.perf_counter()
+    hidden = module.body(x)
+    if path == "logits":
+        with torch.no_grad():
+            logits_p, logits_t = module.lm_head(h_p), teacher_head(h_t)
+        out = dopd_loss(module.lm_head(hidden), logits_p, logits_t, labels, cfg, chunk_size=args.chunk_size)
+        del logits_p, logits_t
+        engine.backward(out.loss)
+    else:
+        with gathered_parameters(module.lm_head):
+            out = dopd_loss_from_hidden(hidden, h_p, h_t, labels, module.lm_head, teacher_head, config=cfg,
+                                        chunk_size=args.chunk_size)
+            engine.backward(out.loss)
+    seconds = time.perf_counter() - start
+    peak = _hwm_bytes() - base
+    with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as fh:
+        json.dump({"peak_extra_bytes": peak, "time_s": seconds, "loss": float(out.loss)}, fh)
+
+
+def run_zero3_case(path: str, tokens: int, args: argparse.Namespace) -> dict[str, Any]:
+    import socket
+    import tempfile
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out_dir = tempfile.mkdtemp(prefix="dopd_z3_")
+    mp.spawn(_zero3_rank, args=(port, path, tokens, args, out_dir), nprocs=2, join=True)
+    ranks = [json.load(open(os.path.join(out_dir, f"rank{r}.json"))) for r in range(2)]
+    return {"path": path, "tokens": tokens, "zero3_ranks": ranks,
+            "peak_extra_bytes": max(r["peak_extra_bytes"] for r in ranks),
+            "time_s": max(r["time_s"] for r in ranks), "cpu_s": max(r["time_s"] for r in ranks),
+            "loss": ranks[0]["loss"]}
+
+
 def run_in_subprocess(path: str, tokens: int, args: argparse.Namespace) -> dict[str, Any]:
     cmd = [sys.executable, os.path.abspath(__file__), "--_case", f"{path}:{tokens}", "--vocab", str(args.vocab),
            "--hidden", str(args.hidden), "--chunk-size", str(args.chunk_size), "--device", args.device,
            "--dtype", args.dtype, "--repeats", str(args.repeats), "--threads", str(args.threads)]
+    if args.zero3:
+        cmd.append("--zero3")
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         return {"path": path, "tokens": tokens, "error": (proc.stderr or proc.stdout)[-2000:]}
@@ -144,12 +239,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--paths", default=",".join(PATHS), help="logits,chunked")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
+    parser.add_argument("--zero3", action="store_true",
+                        help="DeepSpeed ZeRO-3, 2 processes on CPU (gloo): the logits path (head called as a module) "
+                             "vs the chunked path with each head gathered once; peak extra memory = max over ranks")
     parser.add_argument("--_case", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args._case:  # child process: one case, JSON on the last line of stdout
         path, tokens = args._case.split(":")
-        print(json.dumps(run_case(path, int(tokens), args)))
+        print(json.dumps((run_zero3_case if args.zero3 else run_case)(path, int(tokens), args)))
         return 0
 
     lengths = [int(x) for x in args.lengths.split(",") if x]
@@ -197,12 +295,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{tokens:>7} | {cell('logits', 'peak_extra_bytes', 2**30):>10} "
               f"{cell('chunked', 'peak_extra_bytes', 2**30):>11} {mem_r:>9} | "
               f"{cell('logits', 'time_s'):>8} {cell('chunked', 'time_s'):>9} {time_r:>10} | {cpu_r:>9}")
-    print("targets at 4k tokens: memory ratio <= 0.25, time ratio <= 1.5")
+    if args.zero3:
+        print("ZeRO-3, 2 processes: peak extra memory = the larger rank's; target at 2,048 tokens: memory ratio <= 0.3")
+    else:
+        print("targets at 4k tokens: memory ratio <= 0.25, time ratio <= 1.5")
 
     if args.out:
         import torch
 
-        meta = {"vocab": args.vocab, "hidden": args.hidden, "chunk_size": args.chunk_size, "device": args.device,
+        meta = {"zero3_two_processes": args.zero3, "vocab": args.vocab, "hidden": args.hidden, "chunk_size": args.chunk_size, "device": args.device,
                 "dtype": args.dtype, "repeats": args.repeats, "torch": torch.__version__,
                 "cpu_threads": torch.get_num_threads(), "platform": platform.platform(),
                 "memory_measure": "ru_maxrss of a fresh subprocess minus RSS after inputs" if args.device == "cpu"

@@ -13,6 +13,13 @@ Per (batch, G): one warm-up rollout, then the median of `--repeats` timed rollou
     python benchmarks/bench_rollout.py --device cuda --dtype bfloat16 --out rollout.json
     python benchmarks/bench_rollout.py --hidden 256 --layers 2 --batch-sizes 1,2,4 --num-generations 1,2,4 \
         --max-new-tokens 16 --repeats 2                                            # small CPU run
+
+Issue 12 modes (instead of the sweep):
+  --step-compare  one optimizer step's rollout (--micro-batches x --step-prompts prompts x G --step-generations)
+                  per micro-batch (routing_scope micro_batch) vs once for the whole step (routing_scope step);
+                  target: step >= 2x the tokens/s
+  --hf-options    transformers' own batched-sampling options on that rollout: prompts repeated G times (the HF
+                  engine), num_return_sequences, a static KV cache, with --compile also torch.compile
 """
 
 from __future__ import annotations
@@ -68,6 +75,117 @@ def sweep(args: argparse.Namespace, family: str) -> list[dict[str, Any]]:
     return results
 
 
+def step_versus_micro_batches(args: argparse.Namespace, family: str) -> list[dict[str, Any]]:
+    """One optimizer step of `--micro-batches` micro-batches of `--step-prompts` prompts x G `--step-generations`:
+    rolled out per micro-batch (`routing_scope: micro_batch`, one generate call each) against once for the whole
+    step (`routing_scope: step`, one call, or calls of `rollout_batch_size` sequences). Same trainer, same prompts,
+    same answer length; the modes alternate within each repeat so machine load hits them alike."""
+    student, student_dir, _, _ = common.build_pair(args, family, need_teacher=False)
+    group, per_mb, mbs = args.step_generations, args.step_prompts, args.micro_batches
+    cfg = common.dopd_config(args, "opsd", student_dir, None, per_mb, group, args.max_new_tokens, 1)
+    samples = common.make_samples(family, per_mb * mbs, args.prompt_words, 0, None,
+                                  image_dir=os.path.join(common.workdir(args), "images"))
+    trainer = common.make_dopd_trainer(cfg, student, None, samples)
+    if not args.free_length:
+        common.fixed_length_rollouts(trainer.adapter)
+    encoded = [trainer.train_dataset[i] for i in range(per_mb * mbs)]
+    model = trainer.model
+    modes = {"micro_batch": None, "step": 0}
+    if args.step_rollout_batch_size:
+        modes[f"step, rollout_batch_size {args.step_rollout_batch_size}"] = args.step_rollout_batch_size
+    times: dict[str, list[float]] = {m: [] for m in modes}
+    tokens: dict[str, int] = {}
+    for i in range(args.warmup + args.repeats):
+        for mode, rbs in modes.items():
+            common.sync(args.device)
+            start = time.perf_counter()
+            if rbs is None:
+                outs = [trainer.rollout(model, encoded[j * per_mb:(j + 1) * per_mb]) for j in range(mbs)]
+            else:
+                trainer.rollout_args.rollout_batch_size = rbs
+                outs = [trainer.rollout(model, encoded)]
+            common.sync(args.device)
+            if i >= args.warmup:
+                times[mode].append(time.perf_counter() - start)
+                tokens[mode] = sum(o.num_tokens for o in outs)
+    results = []
+    for mode, rbs in modes.items():
+        seconds = common.median(times[mode])
+        calls = mbs if rbs is None else (-(-per_mb * mbs * group // rbs) if rbs else 1)
+        results.append({"family": family, "mode": mode, "micro_batches": mbs, "prompts_per_micro_batch": per_mb,
+                        "num_generations": group, "sequences": per_mb * mbs * group,
+                        "sequences_per_generate": per_mb * mbs * group / calls, "tokens": tokens[mode],
+                        "seconds": seconds, "tokens_per_s": tokens[mode] / seconds, "times_s": times[mode]})
+        print(f"  {family} {mode}: {results[-1]['tokens_per_s']:.1f} tokens/s", flush=True)
+    base = results[0]["tokens_per_s"]
+    for r in results:
+        r["ratio_to_micro_batch"] = r["tokens_per_s"] / base
+    return results
+
+
+def hf_options(args: argparse.Namespace, family: str) -> list[dict[str, Any]]:
+    """What transformers itself offers for batched sampling, on one step's rollout (`--step-prompts` x
+    `--micro-batches` prompts x G): the adapter's `generate` on prompts repeated G times (what the HF engine does),
+    `num_return_sequences=G` on each prompt once, a static KV cache, and (with --compile) a static cache plus
+    `torch.compile` of the forward. Same answer length; modes alternate within each repeat."""
+    import torch
+
+    student, student_dir, _, _ = common.build_pair(args, family, need_teacher=False)
+    group, prompts_n = args.step_generations, args.step_prompts * args.micro_batches
+    cfg = common.dopd_config(args, "opsd", student_dir, None, prompts_n, group, args.max_new_tokens, 1)
+    samples = common.make_samples(family, prompts_n, args.prompt_words, 0, None,
+                                  image_dir=os.path.join(common.workdir(args), "images"))
+    trainer = common.make_dopd_trainer(cfg, student, None, samples)
+    adapter = trainer.adapter
+    plain = [trainer.train_dataset[i].plain for i in range(prompts_n)]
+    repeated = {k: (v.to(args.device) if hasattr(v, "to") else v)
+                for k, v in adapter.collate_prompts([p for p in plain for _ in range(group)]).items()}
+    unique = {k: (v.to(args.device) if hasattr(v, "to") else v) for k, v in adapter.collate_prompts(plain).items()}
+    from dopd.train.rollout import generation_kwargs
+
+    base_kw = generation_kwargs(trainer.rollout_args)
+    base_kw["min_new_tokens"] = args.max_new_tokens
+    modes: dict[str, tuple[dict, dict]] = {
+        "repeat prompts (HF engine)": (repeated, {}),
+        "num_return_sequences": (unique, {"num_return_sequences": group}),
+        "static cache": (repeated, {"cache_implementation": "static"}),
+    }
+    if args.compile:
+        modes["static cache + torch.compile"] = (repeated, {"cache_implementation": "static", "_compile": True})
+    model = trainer.model
+    model.eval()
+    compiled_forward = None
+    times: dict[str, list[float]] = {m: [] for m in modes}
+    tokens: dict[str, int] = {}
+    for i in range(args.warmup + args.repeats):
+        for mode, (batch, extra) in modes.items():
+            extra = dict(extra)
+            original_forward = None
+            if extra.pop("_compile", False):
+                if compiled_forward is None:
+                    compiled_forward = torch.compile(model.forward, mode="reduce-overhead", dynamic=False)
+                original_forward, model.forward = model.forward, compiled_forward
+            common.sync(args.device)
+            start = time.perf_counter()
+            with torch.no_grad():
+                out = adapter.generate(model, batch, **base_kw, **extra)
+            common.sync(args.device)
+            if original_forward is not None:
+                model.forward = original_forward
+            if i >= args.warmup:
+                times[mode].append(time.perf_counter() - start)
+                tokens[mode] = sum(len(r) for r in out)
+    results = []
+    for mode in modes:
+        seconds = common.median(times[mode])
+        results.append({"family": family, "mode": mode, "sequences": prompts_n * group, "tokens": tokens[mode],
+                        "seconds": seconds, "tokens_per_s": tokens[mode] / seconds, "times_s": times[mode]})
+        print(f"  {family} {mode}: {results[-1]['tokens_per_s']:.1f} tokens/s", flush=True)
+    for r in results:
+        r["ratio"] = r["tokens_per_s"] / results[0]["tokens_per_s"]
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     common.add_common_args(parser)
@@ -80,9 +198,43 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2, help="timed rollouts per point (median kept)")
     parser.add_argument("--free-length", action="store_true",
                         help="let answers stop at a stop token (default: exactly --max-new-tokens tokens)")
+    parser.add_argument("--step-compare", action="store_true",
+                        help="instead of the sweep: one step's rollout per micro-batch vs once for the whole step")
+    parser.add_argument("--micro-batches", type=int, default=4, help="--step-compare: micro-batches per step")
+    parser.add_argument("--step-prompts", type=int, default=4, help="--step-compare: prompts per micro-batch")
+    parser.add_argument("--step-generations", type=int, default=4, help="--step-compare: G")
+    parser.add_argument("--step-rollout-batch-size", type=int, default=0,
+                        help="--step-compare: also time the step rollout with this rollout_batch_size")
+    parser.add_argument("--hf-options", action="store_true",
+                        help="instead of the sweep: transformers' batched-sampling options on one step's rollout")
+    parser.add_argument("--compile", action="store_true", help="--hf-options: also static cache + torch.compile")
     args = parser.parse_args(argv)
     common.setup_torch(args)
     env = common.environment(args)
+    if args.hf_options:
+        results = []
+        for family in [FAMILIES.get(f, f) for f in args.families.split(",") if f]:
+            results += hf_options(args, family)
+        rows = [[r["family"], r["mode"], r["sequences"], r["seconds"], r["tokens_per_s"], r["ratio"]]
+                for r in results]
+        table = common.print_table(["model", "generate", "seqs", "seconds", "tokens/s", "x repeat prompts"], rows,
+                                   title="transformers' batched-sampling options, one step's rollout (median)")
+        common.write_json(args.out, {"benchmark": "bench_rollout --hf-options", "environment": env, "args": {
+            k: v for k, v in vars(args).items() if not k.startswith("_")}, "results": results, "table": table})
+        return 0
+    if args.step_compare:
+        results = []
+        for family in [FAMILIES.get(f, f) for f in args.families.split(",") if f]:
+            results += step_versus_micro_batches(args, family)
+        rows = [[r["family"], r["mode"], r["sequences"], r["sequences_per_generate"], r["seconds"],
+                 r["tokens_per_s"], r["ratio_to_micro_batch"], common.verdict(r["ratio_to_micro_batch"], 2.0, False)
+                 if r["mode"] == "step" else ""] for r in results]
+        table = common.print_table(["model", "rollout", "seqs", "seqs/generate", "rollout s", "tokens/s",
+                                    "x micro_batch", "target >= 2x"], rows,
+                                   title="one step's rollout: per micro-batch vs the whole step (median)")
+        common.write_json(args.out, {"benchmark": "bench_rollout --step-compare", "environment": env, "args": {
+            k: v for k, v in vars(args).items() if not k.startswith("_")}, "results": results, "table": table})
+        return 0
     print(f"bench_rollout on {env.get('gpu') or env['cpu']} ({env['cpu_count']} cores), torch {env['torch']}, "
           f"transformers {env['transformers']}, {args.dtype}", flush=True)
     results: list[dict[str, Any]] = []

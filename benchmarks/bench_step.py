@@ -46,12 +46,16 @@ FAMILIES = {"text": "qwen2", "vlm": "qwen2_vl"}
 TARGET = 1.3
 
 
-def run_stage(args: argparse.Namespace, family: str, stage: str, teacher: Any, teacher_dir: str) -> dict[str, Any]:
+def run_stage(args: argparse.Namespace, family: str, stage: str, teacher: Any, teacher_dir: str,
+              scope: str = "step", cache: str = "device") -> dict[str, Any]:
     import torch
 
     student, student_dir, _, _ = common.build_pair(args, family, need_teacher=False)
+    gc.collect()
+    common.reset_peak_rss()
     max_steps = args.warmup + args.steps
-    extra: dict[str, Any] = {"loss_chunk_size": args.chunk_size}
+    extra: dict[str, Any] = {"loss_chunk_size": args.chunk_size, "gradient_accumulation_steps": args.accumulation,
+                             "routing_scope": scope, "step_score_cache": cache}
     if stage == "vanilla_opd":
         extra["teacher_sees_privileged"] = False
     cfg = common.dopd_config(args, stage, student_dir, None if stage == "sft" else teacher_dir, args.batch,
@@ -60,7 +64,8 @@ def run_stage(args: argparse.Namespace, family: str, stage: str, teacher: Any, t
 
     tok = load_adapter(student_dir).tokenizer
     response = common.response_text(tok, args.max_new_tokens)
-    samples = common.make_samples(family, args.batch * max_steps, args.prompt_words, args.hint_words, response,
+    samples = common.make_samples(family, args.batch * args.accumulation * max_steps, args.prompt_words,
+                                  args.hint_words, response,
                                   image_dir=os.path.join(common.workdir(args), "images"))
     trainer = common.make_dopd_trainer(cfg, student, None if stage == "sft" else teacher, samples)
     if not args.free_length:
@@ -96,8 +101,8 @@ def run_stage(args: argparse.Namespace, family: str, stage: str, teacher: Any, t
         tokens = [e["rollout/response_length"] for e in logs]
     backward = [e["time/update_s"] for e in logs]
     result = {
-        "family": family, "stage": stage, "steps": len(steps),
-        "sequences": args.batch * (1 if stage == "sft" else args.num_generations),
+        "family": family, "stage": stage, "scope": scope, "score_cache": cache, "steps": len(steps),
+        "sequences": args.batch * args.accumulation * (1 if stage == "sft" else args.num_generations),
         "response_length": common.mean(tokens),
         "rollout_s": common.median(rollout), "scoring_s": common.median(scoring),
         "update_s": common.median([s - r - c for s, r, c in zip(steps, rollout, scoring)]),
@@ -105,6 +110,7 @@ def run_stage(args: argparse.Namespace, family: str, stage: str, teacher: Any, t
         "rollout_times_s": rollout, "scoring_times_s": scoring,
         "params_student": common.count_params(student),
     }
+    result["peak_rss_bytes"] = common.peak_rss()  # since this stage's models were built (VmHWM reset there)
     if args.device.startswith("cuda"):
         result["cuda_max_memory_allocated"] = int(torch.cuda.max_memory_allocated())
         torch.cuda.reset_peak_memory_stats()
@@ -120,7 +126,13 @@ def main(argv: list[str] | None = None) -> int:
     common.add_common_args(parser)
     parser.add_argument("--families", default="text,vlm", help="comma-separated: text (Qwen2), vlm (Qwen2-VL)")
     parser.add_argument("--stages", default=",".join(STAGES), help="comma-separated stages")
-    parser.add_argument("--batch", type=int, default=4, help="prompts per step (per_device_train_batch_size)")
+    parser.add_argument("--batch", type=int, default=4, help="prompts per micro-batch (per_device_train_batch_size)")
+    parser.add_argument("--accumulation", type=int, default=1, help="gradient_accumulation_steps (micro-batches/step)")
+    parser.add_argument("--scopes", default="step",
+                        help="comma-separated routing_scope values to run each distillation stage with "
+                             "(step | micro_batch); the first one is used for the ratios")
+    parser.add_argument("--score-caches", default="device",
+                        help="comma-separated step_score_cache values (device | cpu | none) for dopd, scope step")
     parser.add_argument("--num-generations", type=int, default=4, help="answers per prompt (G)")
     parser.add_argument("--max-new-tokens", type=int, default=256, help="answer length (every answer, see above)")
     parser.add_argument("--prompt-words", type=int, default=48, help="words of each prompt")
@@ -142,19 +154,33 @@ def main(argv: list[str] | None = None) -> int:
     ratios: dict[str, dict[str, float]] = {}
     for family in families:
         _, _, teacher, teacher_dir = common.build_pair(args, family, need_teacher=True)
+        scopes = [x for x in args.scopes.split(",") if x]
+        caches = [x for x in args.score_caches.split(",") if x]
+        variants = []
         for stage in stages:
+            for scope in (scopes if stage != "sft" else scopes[:1]):
+                for cache in (caches if (stage == "dopd" and scope == "step") else caches[:1]):
+                    variants.append((stage, scope, cache))
+        for stage, scope, cache in variants:
             started = time.perf_counter()
-            res = run_stage(args, family, stage, teacher, teacher_dir)
+            res = run_stage(args, family, stage, teacher, teacher_dir, scope, cache)
             res["wall_s"] = time.perf_counter() - started
+            res["variant"] = stage if (scope, cache) == (scopes[0], caches[0]) else f"{stage} [{scope}, cache {cache}]"
             results.append(res)
-            print(f"  {family} {stage}: {res['step_s']:.3f} s/step ({res['wall_s']:.0f} s incl. setup)", flush=True)
+            print(f"  {family} {res['variant']}: {res['step_s']:.3f} s/step ({res['wall_s']:.0f} s incl. setup)",
+                  flush=True)
         del teacher
         gc.collect()
-        by_stage = {r["stage"]: r for r in results if r["family"] == family}
+        by_stage = {r["variant"]: r for r in results if r["family"] == family}
+        if "dopd" in by_stage and "dopd [micro_batch, cache device]" in by_stage:
+            ratios.setdefault(family, {})["dopd step / micro_batch scope, step_s"] = (
+                by_stage["dopd"]["step_s"] / by_stage["dopd [micro_batch, cache device]"]["step_s"])
+            ratios[family]["dopd step / micro_batch scope, rollout_s"] = (
+                by_stage["dopd"]["rollout_s"] / by_stage["dopd [micro_batch, cache device]"]["rollout_s"])
         if "dopd" in by_stage and "vanilla_opd" in by_stage:
             d, v = by_stage["dopd"], by_stage["vanilla_opd"]
-            ratios[family] = {f"dopd/vanilla_opd {k}": d[k] / v[k] for k in ("step_s", "rollout_s", "scoring_s",
-                                                                          "update_s") if v[k] > 0}
+            ratios.setdefault(family, {}).update({f"dopd/vanilla_opd {k}": d[k] / v[k] for k in (
+                "step_s", "rollout_s", "scoring_s", "update_s") if v[k] > 0})
             # both rollouts do identical work (same weights, seed and fixed length): pooling their times removes the
             # noise a shared machine adds to one of them
             pooled = 0.5 * (d["rollout_s"] + v["rollout_s"])
@@ -165,13 +191,13 @@ def main(argv: list[str] | None = None) -> int:
                 by_stage["vanilla_opd"]["step_s"]
 
     headers = ["model", "stage", "seqs", "resp len", "rollout s", "scoring s", "update s", "step s",
-               "rollout %", "scoring %", "update %"]
+               "rollout %", "scoring %", "update %", "peak RSS MiB"]
     rows = []
     for r in results:
         total = r["step_s"]
-        rows.append([r["family"], r["stage"], r["sequences"], r["response_length"], r["rollout_s"], r["scoring_s"],
+        rows.append([r["family"], r["variant"], r["sequences"], r["response_length"], r["rollout_s"], r["scoring_s"],
                      r["update_s"], r["step_s"], 100 * r["rollout_s"] / total, 100 * r["scoring_s"] / total,
-                     100 * r["update_s"] / total])
+                     100 * r["update_s"] / total, r["peak_rss_bytes"] / 2**20])
     table = common.print_table(headers, rows, title="seconds per step (median of the timed steps) and the split")
     ratio_rows = []
     for family, rs in ratios.items():

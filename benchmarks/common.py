@@ -315,6 +315,20 @@ def rss_bytes() -> int:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def reset_peak_rss() -> None:
+    """Reset this process's peak resident set (VmHWM; Linux), so `peak_rss()` covers what runs from here on."""
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+
+
+def peak_rss() -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 class MemoryProbe:
     """Peak memory of this process from `start()` on. CPU: peak RSS (ru_maxrss, whole process; run each case in a
     fresh subprocess) and the RSS at `start()`; CUDA: max_memory_allocated and memory_allocated at `start()`."""
