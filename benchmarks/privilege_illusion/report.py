@@ -518,14 +518,14 @@ def premise_checks(results: dict[str, Any]) -> list[str]:
     tx, tp = ref["teacher_without_p"], ref["teacher_with_p"]
     sx, sp = ref["student_before"], ref["student_before_with_p"]
     better = sum(b > a for a, b in zip(tx, tp))
-    lines.append(f"- Teacher better with p than without: {'yes' if better == len(tp) else 'no'} in {better} of "
-                 f"{len(tp)} seeds (with p {pct(tp)}, without p {pct(tx)}).")
+    lines.append(f"- Teacher better with p than without: {'yes' if better == len(tp) else 'no'} ({better} of "
+                 f"{len(tp)} seeds; with p {pct(tp)}, without p {pct(tx)}).")
     above = sum(t > s for t, s in zip(tx, sx))
     lines.append(f"- Teacher without p above the student's start: {above} of {len(tx)} seeds "
                  f"(teacher {pct(tx)}, student {pct(sx)}).")
     ok = sum(b >= a for a, b in zip(sx, sp))
     lines.append(f"- Student's privileged view at least as good as its plain one (the paper's premise): "
-                 f"{'yes' if ok == len(sp) else 'no'} in {ok} of {len(sp)} seeds (with p {pct(sp)}, without p {pct(sx)}).")
+                 f"{'yes' if ok == len(sp) else 'no'} ({ok} of {len(sp)} seeds; with p {pct(sp)}, without p {pct(sx)}).")
     if "vanilla_opd" in results["config"]["methods"]:
         gains = [s["methods"]["vanilla_opd"]["final"]["accuracy"] - s["reference"]["student_before"]["accuracy"]
                  for s in seeds if "vanilla_opd" in s["methods"]]
