@@ -10,12 +10,16 @@ LLaMA-Factory ignores keys it does not know, so the same entry still works there
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Iterable, Optional
 
 from dopd.hparams import ConfigError
 
 from .extract import EXTRACTORS
 from .metrics import DEFAULT_TOLERANCE, METRICS
+
+if TYPE_CHECKING:
+    from dopd.hparams import DataArguments
+    from dopd.hparams.eval_args import EvalArguments
 
 SPEC_KEYS = ("extractor", "metric", "tolerance", "suffix", "source", "prepare", "notes")
 
@@ -28,7 +32,7 @@ class EvalSpec:
     suffix: str = ""  # appended to the last user turn at evaluation (e.g. the benchmark's answer-format instruction)
 
 
-def spec_from_entry(name: str, entry: Any, eval_args: Any = None) -> EvalSpec:
+def spec_from_entry(name: str, entry: Any, eval_args: Optional[EvalArguments] = None) -> EvalSpec:
     """The EvalSpec of registry entry `name`; `eval_extractor` / `eval_metric` / `eval_tolerance` override it."""
     raw = entry.get("eval") if isinstance(entry, dict) else None
     raw = raw or {}
@@ -53,7 +57,8 @@ def spec_from_entry(name: str, entry: Any, eval_args: Any = None) -> EvalSpec:
     return EvalSpec(extractor=extractor, metric=metric, tolerance=float(tolerance), suffix=suffix)
 
 
-def resolve_specs(data_args: Any, names: Iterable[str], eval_args: Any = None) -> dict[str, EvalSpec]:
+def resolve_specs(data_args: DataArguments, names: Iterable[str], eval_args: Optional[EvalArguments] = None
+                  ) -> dict[str, EvalSpec]:
     """EvalSpec per dataset name, read from `data_args.dataset_dir`/dataset_info.json."""
     from dopd.data.registry import load_dataset_info
 
@@ -64,5 +69,5 @@ def resolve_specs(data_args: Any, names: Iterable[str], eval_args: Any = None) -
     return {name: spec_from_entry(name, info.get(name), eval_args) for name in names}
 
 
-def default_spec(eval_args: Optional[Any] = None) -> EvalSpec:
+def default_spec(eval_args: Optional[EvalArguments] = None) -> EvalSpec:
     return spec_from_entry("<default>", None, eval_args)

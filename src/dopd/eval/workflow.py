@@ -19,15 +19,22 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import torch
 
 from dopd.hparams import ConfigError
+from dopd.model.paths import resolve_model_path
 
 from .extract import clean_reference, extract_answer
 from .metrics import aggregate, parse_ks, score
 from .spec import EvalSpec, default_spec, resolve_specs
+
+if TYPE_CHECKING:
+    from dopd.data import CanonicalSample, PromptView
+    from dopd.hparams import DataArguments, ModelArguments, RolloutArguments
+    from dopd.hparams.eval_args import EvalArguments
+    from dopd.model import ModelAdapter
 
 logger = logging.getLogger("dopd.eval")
 
@@ -46,13 +53,14 @@ class EvalResult:
 
 
 # ------------------------------------------------------------------------------------------------ generation
-def eval_temperature(eval_args: Any) -> float:
+def eval_temperature(eval_args: EvalArguments) -> float:
     if eval_args.eval_temperature is not None:
         return float(eval_args.eval_temperature)
     return 0.0 if eval_args.eval_num_samples == 1 else 1.0
 
 
-def eval_generation_kwargs(eval_args: Any, rollout_args: Any = None) -> dict[str, Any]:
+def eval_generation_kwargs(eval_args: EvalArguments, rollout_args: Optional[RolloutArguments] = None
+                           ) -> dict[str, Any]:
     """`generate` keyword arguments: greedy at temperature 0, else sampling with temperature / top_p (no top-k, no
     repetition penalty, whatever the checkpoint's generation_config.json says)."""
     max_new = eval_args.eval_max_new_tokens or getattr(rollout_args, "max_new_tokens", None) or 512
@@ -63,7 +71,7 @@ def eval_generation_kwargs(eval_args: Any, rollout_args: Any = None) -> dict[str
     return kwargs  # every setting explicit: the checkpoint's generation_config.json adds only eos / pad / bos
 
 
-def _with_suffix(view: Any, suffix: str) -> Any:
+def _with_suffix(view: PromptView, suffix: str) -> PromptView:
     if not suffix:
         return view
     view = copy.copy(view)
@@ -95,8 +103,10 @@ def _eval_mode_and_seed(model: torch.nn.Module, seed: int):
                 model.train()
 
 
-def generate_records(model: torch.nn.Module, adapter: Any, samples: Sequence[Any], data_args: Any, eval_args: Any,
-                     rollout_args: Any = None, specs: Optional[dict[str, EvalSpec]] = None) -> list[dict[str, Any]]:
+def generate_records(model: torch.nn.Module, adapter: ModelAdapter, samples: Sequence[CanonicalSample],
+                     data_args: DataArguments, eval_args: EvalArguments,
+                     rollout_args: Optional[RolloutArguments] = None, specs: Optional[dict[str, EvalSpec]] = None
+                     ) -> list[dict[str, Any]]:
     """One record per sample with `eval_num_samples` decoded predictions; not yet scored."""
     from dopd.data import build_views
 
@@ -149,7 +159,7 @@ def score_record(record: dict[str, Any], spec: EvalSpec) -> dict[str, Any]:
     return record
 
 
-def summarize(records: Sequence[dict[str, Any]], eval_args: Any) -> dict[str, float]:
+def summarize(records: Sequence[dict[str, Any]], eval_args: EvalArguments) -> dict[str, float]:
     """Flat metrics per dataset (`<dataset>/accuracy`, `/pass@k`, `/mean@n`, `/num_prompts`, `/no_answer`,
     `/no_reference`) and `average/<metric>`: the unweighted mean over datasets."""
     ks = parse_ks(eval_args.eval_pass_k, eval_args.eval_num_samples)
@@ -174,8 +184,9 @@ def summarize(records: Sequence[dict[str, Any]], eval_args: Any) -> dict[str, fl
     return metrics
 
 
-def evaluate_samples(model: torch.nn.Module, adapter: Any, samples: Sequence[Any], data_args: Any, eval_args: Any,
-                     rollout_args: Any = None, specs: Optional[dict[str, EvalSpec]] = None) -> EvalResult:
+def evaluate_samples(model: torch.nn.Module, adapter: ModelAdapter, samples: Sequence[CanonicalSample],
+                     data_args: DataArguments, eval_args: EvalArguments,
+                     rollout_args: Optional[RolloutArguments] = None, specs: Optional[dict[str, EvalSpec]] = None) -> EvalResult:
     """Generate, extract, score and aggregate on `samples` (CanonicalSamples, any mix of datasets).
 
     `specs` maps dataset names to EvalSpecs; by default they are read from the registry in `data_args.dataset_dir`
@@ -219,7 +230,7 @@ def _resolve(out_dir: str, name: str) -> str:
     return name if os.path.isabs(name) else os.path.join(out_dir, name)
 
 
-def write_outputs(result: EvalResult, out_dir: str, eval_args: Any, settings: Optional[dict[str, Any]] = None
+def write_outputs(result: EvalResult, out_dir: str, eval_args: EvalArguments, settings: Optional[dict[str, Any]] = None
                   ) -> tuple[str, str]:
     """Predictions JSON Lines (one line per prompt) and metrics JSON; returns their paths."""
     os.makedirs(out_dir, exist_ok=True)
@@ -245,7 +256,7 @@ def write_outputs(result: EvalResult, out_dir: str, eval_args: Any, settings: Op
 
 
 # ------------------------------------------------------------------------------------------------ dopd-cli eval
-def _load_eval_samples(data_args: Any, names: list[str]) -> list[Any]:
+def _load_eval_samples(data_args: DataArguments, names: list[str]) -> list[CanonicalSample]:
     """Registry samples; a missing local copy or an offline hub gets a hint naming the preparation command."""
     from dopd.data import load_dataset_samples
     from dopd.data.registry import load_dataset_info
@@ -267,15 +278,11 @@ def _load_eval_samples(data_args: Any, names: list[str]) -> list[Any]:
         raise
 
 
-def _model_path(model_args: Any) -> str:
+def _model_path(model_args: ModelArguments) -> str:
     path = getattr(model_args, "model_name_or_path", None)
     if not path:
         raise ConfigError("model_name_or_path is required (the model to evaluate)")
-    if path.startswith("tiny:"):
-        from dopd.train.workflow import resolve_model_path
-
-        path = resolve_model_path(path, role="student")
-    return path
+    return resolve_model_path(path, role="student")
 
 
 def run_eval(config_path: Optional[str], overrides: Sequence[str] = ()) -> tuple[EvalResult, str, str]:

@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import time
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
 from dopd.hparams import ConfigError, DOPDConfig, parse_config
+# the model layer resolves `tiny:` names; re-exported here for train/render.py, tests/train and benchmarks/
+from dopd.model.paths import resolve_model_path
 
 logger = logging.getLogger("dopd")
 
@@ -26,38 +26,6 @@ class TrainResult:
     log_history: list = field(default_factory=list)
     plots: list = field(default_factory=list)
     stopped_early: Optional[str] = None
-
-
-def resolve_model_path(name_or_path: Optional[str], role: str) -> Optional[str]:
-    """`tiny:<family>[:<size>[:<tokenizer>]]` names a tiny random-init model, built under `models/tiny/` (or
-    `$DOPD_TINY_DIR`) on first use (the offline demo and tests use these); anything else goes to `from_pretrained`."""
-    if not name_or_path or not name_or_path.startswith("tiny:"):
-        return name_or_path
-    from dopd.model.tiny import build_tiny_model
-
-    parts = name_or_path.split(":")[1:]
-    family = parts[0]
-    size = parts[1] if len(parts) > 1 else ("teacher" if role == "teacher" else "student")
-    tokenizer = parts[2] if len(parts) > 2 else "bpe"
-    out_dir = os.path.join(os.environ.get("DOPD_TINY_DIR", os.path.join("models", "tiny")),
-                           f"{family}-{size}-{tokenizer}")
-    ready = os.path.join(out_dir, "dopd_tiny.json")  # written last by build_tiny_model
-    if int(os.environ.get("LOCAL_RANK", "0")) != 0:
-        # only local rank 0 builds (save_pretrained writes weights on the main process only); the others wait
-        deadline = time.monotonic() + 600
-        while not os.path.isfile(ready):
-            if time.monotonic() > deadline:
-                raise ConfigError(f"timed out waiting for local rank 0 to build {out_dir}")
-            time.sleep(0.5)
-    elif not os.path.isfile(ready):
-        logger.info("building tiny %s %s model (%s tokenizer) in %s", family, size, tokenizer, out_dir)
-        private = f"{out_dir}.building-{os.getpid()}"
-        build_tiny_model(family, private, size=size, tokenizer=tokenizer)
-        try:
-            os.rename(private, out_dir)  # atomic: a reader never sees a half-written folder
-        except OSError:  # another job finished first; the build is deterministic
-            shutil.rmtree(private, ignore_errors=True)
-    return out_dir
 
 
 def _resume_arg(value: Any) -> Any:
@@ -83,8 +51,10 @@ def build_trainer(cfg: DOPDConfig, samples: Sequence[Any], eval_samples: Optiona
     from dopd.distill import DOPDLossConfig
     from dopd.model import apply_finetuning, check_compatibility, load_adapter, load_model
     from dopd.model.loader import freeze_model
-    from dopd.train.callbacks import GracefulStopCallback, JsonlLogCallback, NonFiniteLossCallback
+    from dopd.train.callbacks import (GracefulStopCallback, JsonlLogCallback, NonFiniteLossCallback,
+                                      import_integrations_quietly, use_compact_console)
     from dopd.train.dataset import PromptViewDataset, collate_encoded_samples
+    import_integrations_quietly(cfg.training.report_to)  # before the Trainer's import, see its docstring
     from dopd.train.trainer import DOPDTrainer
 
     model_args, data_args, ft_args = cfg.model, cfg.data, cfg.finetuning
@@ -127,6 +97,7 @@ def build_trainer(cfg: DOPDConfig, samples: Sequence[Any], eval_samples: Optiona
     trainer.nonfinite_guard = NonFiniteLossCallback(trainer, distill_args.max_nonfinite_steps)
     for callback in (JsonlLogCallback(), trainer.graceful_stop, trainer.nonfinite_guard):
         trainer.add_callback(callback)
+    use_compact_console(trainer)  # one console line per log record; the whole record stays in trainer_log.jsonl
     return trainer
 
 
