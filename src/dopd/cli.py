@@ -34,7 +34,7 @@ def _command(name: str) -> Callable[[Optional[str], list[str]], int]:
     elif name == "eval":
         from dopd.eval.workflow import run_eval_cli as fn
     elif name == "check-data":
-        from dopd.data.check import run_check_data_cli as fn
+        from dopd.model.check_data import run_check_data_cli as fn
     elif name == "export":
         from dopd.model.export import run_export_cli as fn
     elif name == "annotate":

@@ -12,7 +12,7 @@ from annotate_testutils import (
 
 from dopd.annotate import run_annotate
 from dopd.cli import main
-from dopd.data.check import run_check_data_cli
+from dopd.model.check_data import run_check_data_cli
 from dopd.hparams import ConfigError
 
 FAST = {"annotator_retry_backoff": 0.01, "annotator_timeout": 5, "annotator_concurrency": 3}

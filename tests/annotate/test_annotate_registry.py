@@ -10,7 +10,7 @@ import pytest
 from annotate_testutils import FakeChatServer, Reply, make_image, read_jsonl
 
 from dopd.annotate import run_annotate
-from dopd.data.check import run_check_data_cli
+from dopd.model.check_data import run_check_data_cli
 from dopd.data.registry import get_dataset_attr, load_dataset_info
 from dopd.hparams import ConfigError
 

@@ -14,7 +14,7 @@ import pytest
 from data_testutils import SHAREGPT, make_image, vqa_row
 
 from dopd.cli import main
-from dopd.data.check import run_check_data_cli
+from dopd.model.check_data import run_check_data_cli
 from dopd.hparams import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,7 +73,7 @@ def test_cli_dispatch_exit_codes(bad_dataset, tmp_path, capsys):
 
 def test_check_data_with_a_model_reports_prompt_lengths(repo_data_dir, tmp_path, monkeypatch, capsys):
     pytest.importorskip("dopd.model.loader")
-    pytest.importorskip("dopd.train.workflow")
+    pytest.importorskip("dopd.model.paths")
     if not os.environ.get("DOPD_TINY_DIR"):  # tests/conftest.py shares one tiny-model cache per session
         monkeypatch.setenv("DOPD_TINY_DIR", str(tmp_path / "tiny"))
     code = run_check_data_cli(None, [f"dataset_dir={repo_data_dir}", "dataset=vlm_demo",

@@ -1,24 +1,40 @@
-"""`dopd-cli check-data CONFIG.yaml [key=value ...]`: validate every sample of every configured dataset.
+"""`dopd-cli check-data`, the data part: validate every sample of every configured dataset.
 
 Prints one summary per dataset (ok / invalid counts, issues grouped by kind with the first offending sample ids)
 and returns 1 when a dataset cannot be read or its invalid fraction exceeds `max_invalid_fraction`, else 0.
-With `model_name_or_path` set, both prompt views of every valid sample are also rendered and tokenised by the
-model's adapter, and prompt lengths are reported.
+Given a prompt renderer (a model's adapter: a `VisionSpec` that also encodes prompts), both prompt views of every
+valid sample are also rendered and tokenised, and prompt lengths are reported. The data layer loads no model: the
+command's entry point, which loads the adapter of `model_name_or_path`, is `dopd.model.check_data`.
 """
 
 from __future__ import annotations
 
 import statistics
 import sys
-from typing import Any, Optional, Sequence, TextIO
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, Sequence, TextIO
 
-from dopd.hparams import ConfigError, parse_config
+from dopd.hparams import ConfigError
 
 from .loader import load_dataset
 from .registry import get_dataset_attrs, split_names
 from .sample import CanonicalSample, SampleIssue
 from .validate import PROGRESS_MIN_SAMPLES, DatasetReport, valid_samples, validate_dataset
-from .views import build_views
+from .views import PromptView, build_views
+from .vision import VisionSpec
+
+if TYPE_CHECKING:
+    from dopd.hparams import DataArguments, DOPDConfig
+
+
+class EncodedLength(Protocol):
+    input_ids: Sequence[int]
+
+
+class PromptRenderer(VisionSpec, Protocol):
+    """What check-data needs of a model's adapter (every `dopd.model.ModelAdapter` is one)."""
+
+    def encode_prompt(self, view: PromptView, cutoff_len: Optional[int] = None) -> EncodedLength:
+        ...
 
 
 def _lengths_line(label: str, lengths: list[int]) -> str:
@@ -27,7 +43,7 @@ def _lengths_line(label: str, lengths: list[int]) -> str:
     return (f"    {label}: min {min(lengths)}, mean {statistics.fmean(lengths):.1f}, max {max(lengths)} tokens")
 
 
-def render_prompts(samples: Sequence[CanonicalSample], adapter: Any, data_args: Any
+def render_prompts(samples: Sequence[CanonicalSample], adapter: PromptRenderer, data_args: DataArguments
                    ) -> tuple[dict[str, Any], list[SampleIssue]]:
     """Build and encode both views of each sample with the model's adapter: prompt-length statistics and the
     samples that fail to render."""
@@ -62,31 +78,19 @@ def _privilege_line(samples: Sequence[CanonicalSample]) -> str:
             f"processors: {', '.join(names) or 'none'}")
 
 
-def _load_adapter(model_args: Any, out: TextIO) -> Optional[Any]:
-    try:
-        from dopd.model import load_adapter
-    except ImportError:
-        print("note: dopd.model.load_adapter is not available; prompt lengths are not reported", file=out)
-        return None
-    path = model_args.model_name_or_path
-    try:  # `tiny:<family>` names (demo configs) are resolved (and built on first use) by the train workflow
-        from dopd.train.workflow import resolve_model_path
+def check_data(config: DOPDConfig, out: Optional[TextIO] = None,
+               load_renderer: Optional[Callable[[], Optional[PromptRenderer]]] = None) -> int:
+    """Validate the datasets of a parsed config (`dataset` and `eval_dataset`); print reports; exit code.
 
-        path = resolve_model_path(path, "student")
-    except ImportError:
-        pass
-    return load_adapter(path, model_args)
-
-
-def check_data(config: Any, out: Optional[TextIO] = None) -> int:
-    """Validate the datasets of a parsed config (`dataset` and `eval_dataset`); print reports; exit code."""
+    `load_renderer`: called once, after the registry entries are checked (configuration mistakes surface before a
+    model is loaded); the renderer it returns (or None) renders and tokenises the prompts of the valid samples."""
     out = out or sys.stdout
     data_args = config.data
     names = list(dict.fromkeys(split_names(data_args.dataset) + split_names(data_args.eval_dataset)))
     if not names:
         raise ConfigError("check-data: no dataset given (set `dataset` and/or `eval_dataset`)")
     attrs = get_dataset_attrs(data_args, names)  # registry problems are configuration errors (exit 2)
-    adapter = _load_adapter(config.model, out) if config.model.model_name_or_path else None
+    adapter = load_renderer() if load_renderer is not None else None
 
     failed = []
     for attr in attrs:
@@ -116,9 +120,3 @@ def check_data(config: Any, out: Optional[TextIO] = None) -> int:
         return 1
     print(f"check-data: OK ({len(attrs)} dataset(s), max_invalid_fraction={limit})", file=out)
     return 0
-
-
-def run_check_data_cli(config_path: Optional[str], overrides: list[str]) -> int:
-    """Entry point of `dopd-cli check-data`; ConfigError propagates (the CLI prints it and exits 2)."""
-    config = parse_config(config_path, overrides, with_training=False)
-    return check_data(config)
