@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from annotate_testutils import SHAREGPT, read_jsonl, vqa_rows, write_registry
 
 from dopd.annotate import run_annotate
-from dopd.data.check import run_check_data_cli
+from dopd.model.check_data import run_check_data_cli
 
 
 def test_local_vlm_annotator_writes_a_dataset_check_data_accepts(tmp_path, tiny_model, capsys):
@@ -41,3 +42,15 @@ def test_local_vlm_annotator_writes_a_dataset_check_data_accepts(tmp_path, tiny_
     assert run_check_data_cli(None, ["dataset=vqa_hint", f"dataset_dir={out}", f"model_name_or_path={model}"]) == 0
     report = capsys.readouterr().out
     assert f"{len(hint_rows)} ok, 0 invalid" in report and f"{len(hint_rows)} with privilege" in report
+
+
+def test_local_backend_accepts_tiny_names(tmp_path, tiny_model):
+    """`tiny:` names resolve in the model layer (dopd.model.paths), so annotate takes them as train and eval do."""
+    folder = tiny_model("qwen2_vl")  # the folder `tiny:qwen2_vl:student` resolves to ($DOPD_TINY_DIR is shared)
+    write_registry(tmp_path, {"vqa": (vqa_rows(tmp_path, 1), SHAREGPT)})
+    result = run_annotate(None, ["dataset=vqa", f"dataset_dir={tmp_path}", "annotator_backend=local",
+                                 "annotator_model=tiny:qwen2_vl:student", "annotator_max_new_tokens=4",
+                                 "annotate_kind=hint"])
+    assert result.as_dict()["samples"] == 1 and not result.error
+    assert (tmp_path / "annotated" / "dataset_info.json").is_file()
+    assert (Path(folder) / "dopd_tiny.json").is_file()

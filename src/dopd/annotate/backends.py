@@ -227,13 +227,13 @@ class LocalBackend:
         import torch
 
         from dopd.model import load_adapter, load_model
+        from dopd.model.paths import resolve_model_path
 
         path = args.annotator_model
         if not path:
-            raise ConfigError("annotator_model is required: a local folder or hub id of the annotating model")
-        if path.startswith("tiny:"):
-            raise ConfigError("annotator_model: `tiny:` names are resolved by the training workflow only; give the "
-                              "folder of a built tiny model (dopd.model.build_tiny_model)")
+            raise ConfigError("annotator_model is required: a local folder, a hub id or a `tiny:` name of the "
+                              "annotating model")
+        path = resolve_model_path(path, "teacher")  # `tiny:<family>[:<size>]`: built on first use, like train's
         self.args = args
         self.adapter = load_adapter(path, model_args)
         self.model = load_model(path, model_args, adapter=self.adapter, role="teacher")

@@ -26,7 +26,8 @@ class AnnotateArguments:
     )
     annotator_model: Optional[str] = field(
         default=None,
-        metadata={"help": "local: a folder or hub id; openai: the model name the endpoint serves."},
+        metadata={"help": "local: a folder, a hub id or a `tiny:<family>[:<size>]` name (a tiny random-init model, "
+                          "built on first use); openai: the model name the endpoint serves."},
     )
     annotator_base_url: str = field(
         default="http://127.0.0.1:8000/v1",
