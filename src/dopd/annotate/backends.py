@@ -18,7 +18,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from typing import Any, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 from PIL import Image
 
@@ -28,6 +28,9 @@ from dopd.data.vision import image_size, open_rgb
 from dopd.hparams import ConfigError
 
 from .prompts import ChatRequest
+
+if TYPE_CHECKING:
+    from dopd.hparams import AnnotateArguments, ModelArguments
 
 logger = logging.getLogger("dopd.annotate")
 
@@ -59,7 +62,7 @@ class OpenAIBackend:
 
     streaming = True  # requests are independent: run them concurrently, write each as it completes
 
-    def __init__(self, args: Any, model_args: Any, grounding: Optional[str]) -> None:
+    def __init__(self, args: AnnotateArguments, model_args: ModelArguments, grounding: Optional[str]) -> None:
         if not args.annotator_model:
             raise ConfigError("annotator_model is required: the model name the endpoint serves (see its /models)")
         self.args = args
@@ -223,7 +226,7 @@ class LocalBackend:
 
     streaming = False  # one batched `generate` per `annotator_concurrency` prompts
 
-    def __init__(self, args: Any, model_args: Any) -> None:
+    def __init__(self, args: AnnotateArguments, model_args: ModelArguments) -> None:
         import torch
 
         from dopd.model import load_adapter, load_model
@@ -245,7 +248,7 @@ class LocalBackend:
     def check(self) -> None:
         pass
 
-    def _image(self, path: str) -> Any:
+    def _image(self, path: str) -> Image.Image:
         image = self.adapter.load_image(path)
         self._sizes[path] = image.size
         return image
@@ -286,7 +289,8 @@ class LocalBackend:
         self.model = None
 
 
-def make_backend(args: Any, model_args: Any, grounding: Optional[str]) -> Any:
+def make_backend(args: AnnotateArguments, model_args: ModelArguments, grounding: Optional[str]
+                 ) -> Union[OpenAIBackend, LocalBackend]:
     if args.annotator_backend == "openai":
         return OpenAIBackend(args, model_args, grounding)
     if args.annotator_backend == "local":

@@ -20,11 +20,11 @@ from typing import Any, Callable, Optional, Sequence, TextIO
 
 from dopd.data.converters import to_canonical
 from dopd.data.loader import read_rows, select_rows
-from dopd.data.registry import get_dataset_attr, load_dataset_info, split_names
+from dopd.data.registry import DatasetAttr, get_dataset_attr, load_dataset_info, split_names
 from dopd.data.sample import Box, CanonicalSample, Crop, PrivilegedRecord, SampleError
 from dopd.data.validate import validate_samples
 from dopd.data.vision import image_size
-from dopd.hparams import ConfigError, parse_config
+from dopd.hparams import AnnotateArguments, ConfigError, parse_config
 
 from .backends import Answer, EndpointDown, make_backend
 from .leak import check_leak
@@ -59,7 +59,7 @@ def strip_thinking(text: str) -> str:
 class HintTask:
     kind = "hint"
 
-    def __init__(self, args: Any) -> None:
+    def __init__(self, args: AnnotateArguments) -> None:
         self.retries = args.annotate_leak_retries
         self.tolerance = args.annotate_leak_tolerance
 
@@ -82,7 +82,7 @@ class HintTask:
 class BoxesTask:
     kind = "boxes"
 
-    def __init__(self, args: Any, grounding: str, backend: Any) -> None:
+    def __init__(self, args: AnnotateArguments, grounding: str, backend: Any) -> None:
         self.grounding = grounding
         self.margin = args.annotate_crop_margin
         self.backend = backend
@@ -292,7 +292,7 @@ def run_annotate(config_path: Optional[str], overrides: Sequence[str] = (), out:
     return summary
 
 
-def _run(backend: Any, task: Any, todo: list[tuple[CanonicalSample, dict]], attr: Any, store: AnnotationStore,
+def _run(backend: Any, task: Any, todo: list[tuple[CanonicalSample, dict]], attr: DatasetAttr, store: AnnotationStore,
          summary: AnnotateSummary, concurrency: int, kind: str, grounding: Optional[str]) -> None:
     from tqdm.auto import tqdm
 
