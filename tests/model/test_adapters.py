@@ -11,6 +11,7 @@ from model_helpers import ALL_FAMILIES, VLM_FAMILIES, load, model_args, noise_im
 from dopd.data.views import PromptView
 from dopd.model import EncodedPrompt, get_adapter_class, load_adapter
 from dopd.model.adapters import Qwen2_5_VLAdapter, Qwen2VLAdapter, Qwen3VLAdapter, TextAdapter
+from dopd.model.adapters.generation import cut_responses
 
 
 def test_registry_picks_adapter_by_model_type() -> None:
@@ -104,7 +105,8 @@ def test_scoring_labels_align_with_logits(tiny_model) -> None:
 def test_responses_cut_after_first_stop_token(tiny_model) -> None:
     adapter, _ = load(tiny_model("qwen2", "student"))
     eos, pad = adapter.stop_token_ids[0], adapter.pad_token_id
-    cut = adapter._cut_responses(torch.tensor([[3, 4, eos, pad, pad], [3, 4, 5, 6, 7], [eos, 9, 9, 9, 9]]))
+    cut = cut_responses(torch.tensor([[3, 4, eos, pad, pad], [3, 4, 5, 6, 7], [eos, 9, 9, 9, 9]]),
+                        adapter.stop_token_ids)
     assert cut == [[3, 4, eos], [3, 4, 5, 6, 7], [eos]]
 
 

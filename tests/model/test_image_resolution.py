@@ -20,7 +20,7 @@ def test_default_bounds_are_the_checkpoints(tiny_model) -> None:
     q3 = load_adapter(tiny_model("qwen3_vl"), ModelArguments())
     # a 1280x960 photo: 40 x 30 merged 32-px patches, as the checkpoint's own processor gives it
     image = q3.load_image(noise_image(1280, 960, 0))
-    assert q3._image_token_counts([image]) == [1200]
+    assert q3.image_token_counts([image]) == [1200]
     assert image.size == (1280, 960)
     assert q3.pixel_bounds == (65536, 16777216) == q3.checkpoint_pixels
     q2 = load_adapter(tiny_model("qwen2_vl"), ModelArguments())
@@ -53,7 +53,7 @@ def test_small_crops_are_upscaled_to_a_meaningful_number_of_tokens(family, at_le
     _, priv = build_views(_crop_sample(path, [10, 10, 50, 40]), adapter, DataArguments())  # a 40x30 region
     crop = priv.images[1]
     assert abs(crop.width / crop.height - 40 / 30) < 0.02  # aspect kept
-    tokens = adapter._image_token_counts([crop])[0]
+    tokens = adapter.image_token_counts([crop])[0]
     assert at_least <= tokens <= 300, tokens  # about 256 merged patches (CROP_MIN_TOKENS)
     # bounded by image_max_pixels (small demo bounds give small crops), and configurable
     small = load_adapter(tiny_model(family), ModelArguments(image_min_pixels=3136, image_max_pixels=12544))

@@ -9,14 +9,14 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "EncodedPrompt": "dopd.model.adapters.base",
+    "EncodedPrompt": "dopd.model.adapters.prompt",
     "ModelAdapter": "dopd.model.adapters.base",
-    "IGNORE_INDEX": "dopd.model.adapters.base",
-    "IMAGE_PLACEHOLDER": "dopd.model.adapters.base",
+    "IGNORE_INDEX": "dopd.model.adapters.batching",
+    "IMAGE_PLACEHOLDER": "dopd.model.adapters.prompt",
     "register_adapter": "dopd.model.registry",
     "get_adapter_class": "dopd.model.registry",
     "supported_model_types": "dopd.model.registry",
-    "ADAPTERS": "dopd.model.registry",
+    "ADAPTERS": "dopd.model.adapters",
     "load_adapter": "dopd.model.loader",
     "load_model": "dopd.model.loader",
     "load_student": "dopd.model.loader",

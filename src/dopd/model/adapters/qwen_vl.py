@@ -9,14 +9,14 @@ from typing import Any, Optional, Sequence
 import torch
 from torch import nn
 
+from ..pretrained import hub_kwargs, load_generation_config
 from ..processors import (
     base_processor_files, build_image_only_processor, checkpoint_pixel_bounds, load_image_processor,
     read_processor_chat_template,
 )
-from ..registry import register_adapter
 from ..vision_utils import default_crop_min_pixels, default_min_image_size, fetch_image
-from .base import IMAGE_PLACEHOLDER, ModelAdapter, count_images, split_image_placeholders
-from .text import hub_kwargs, load_generation_config
+from .base import ModelAdapter
+from .prompt import IMAGE_PLACEHOLDER, count_images, split_image_placeholders
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +47,17 @@ class QwenVLAdapter(ModelAdapter):
     vision_module_names = ("model.visual",)
     projector_module_names = ("model.visual.merger",)
 
+    def __init__(self, name_or_path: str, config: Any, tokenizer: Any, processor: Any = None,
+                 model_args: Any = None, generation_config: Any = None,
+                 pixel_bounds: tuple[int, int] = (0, 0), checkpoint_pixels: tuple[int, int] = (0, 0)) -> None:
+        super().__init__(name_or_path, config, tokenizer, processor, model_args, generation_config)
+        #: (min, max) pixels in use: `image_min_pixels` / `image_max_pixels`, else the checkpoint's own
+        self.pixel_bounds = pixel_bounds
+        #: (min, max) pixels of the checkpoint's preprocessor config
+        self.checkpoint_pixels = checkpoint_pixels
+
     @classmethod
-    def from_pretrained(cls, name_or_path: str, config: Any, model_args: Any = None) -> "QwenVLAdapter":
+    def from_pretrained(cls, name_or_path: str, config: Any, model_args: Any = None) -> QwenVLAdapter:
         from transformers import AutoTokenizer
 
         from dopd.hparams import ConfigError
@@ -69,11 +78,9 @@ class QwenVLAdapter(ModelAdapter):
         processor = build_image_only_processor(config.model_type, name_or_path, tokenizer, image_processor,
                                                min_pixels, max_pixels, template, base_files=base_files,
                                                checkpoint_pixels=checkpoint)
-        adapter = cls(name_or_path, config, tokenizer, processor, model_args)
-        adapter.checkpoint_pixels = checkpoint
-        adapter.pixel_bounds = (min_pixels, max_pixels)
-        adapter.generation_config = load_generation_config(name_or_path, **kw)
-        return adapter
+        return cls(name_or_path, config, tokenizer, processor, model_args,
+                   generation_config=load_generation_config(name_or_path, **kw),
+                   pixel_bounds=(min_pixels, max_pixels), checkpoint_pixels=checkpoint)
 
     # ---------------------------------------------------------------- vision spec
     @property
@@ -88,11 +95,6 @@ class QwenVLAdapter(ModelAdapter):
     def image_factor(self) -> int:
         """Side multiple of a resized image: patch size x spatial merge (28 Qwen2/2.5-VL, 32 Qwen3-VL)."""
         return self.patch_size * self.merge_size
-
-    #: (min, max) pixels in use: `image_min_pixels` / `image_max_pixels`, else the checkpoint's own
-    pixel_bounds: tuple[int, int] = (0, 0)
-    #: (min, max) pixels of the checkpoint's preprocessor config
-    checkpoint_pixels: tuple[int, int] = (0, 0)
 
     @property
     def min_pixels(self) -> int:
@@ -150,8 +152,9 @@ class QwenVLAdapter(ModelAdapter):
                 out.append({"role": m["role"], "content": content})
         return out
 
-    def _prepare_messages(self, messages: list[dict[str, Any]], images: list[Any]
-                          ) -> tuple[list[dict[str, Any]], list[Any]]:
+    def prepare_messages(self, messages: list[dict[str, Any]], images: list[Any]
+                         ) -> tuple[list[dict[str, Any]], list[Any]]:
+        """One image per `<image>` placeholder; paths are loaded with `load_image`."""
         n = count_images(messages)
         if n != len(images):
             raise ValueError(f"{n} <image> placeholder(s) in the messages but {len(images)} image(s)")
@@ -159,25 +162,25 @@ class QwenVLAdapter(ModelAdapter):
                   for img in images]
         return messages, images
 
-    def _image_token_counts(self, images: Sequence[Any]) -> list[int]:
+    def image_token_counts(self, images: Sequence[Any]) -> list[int]:
         if not images:
             return []
         sizes = [(img.height, img.width) for img in images]
         return list(self.processor._get_num_multimodal_tokens(image_sizes=sizes)["num_image_tokens"])
 
-    def _length_estimate(self, messages: Sequence[dict[str, Any]], image_tokens: Sequence[int]) -> int:
+    def prompt_length(self, messages: Sequence[dict[str, Any]], image_tokens: Sequence[int]) -> int:
         text = self.render(messages)
         n_text = len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
         return n_text + sum(int(c) - 1 for c in image_tokens)  # each <|image_pad|> expands to c tokens
 
-    def _tokenize_rendered(self, text: str, images: Sequence[Any]) -> tuple[list[int], dict[str, torch.Tensor]]:
+    def tokenize_rendered(self, text: str, images: Sequence[Any]) -> tuple[list[int], dict[str, torch.Tensor]]:
         out = self.processor(text=[text], images=list(images) or None, return_tensors="pt")
         ids = out["input_ids"][0].tolist()
         mm = {k: out[k] for k in ("pixel_values", "image_grid_thw") if k in out}
         return ids, mm
 
     # ---------------------------------------------------------------- model inputs
-    def _mm_token_type_ids(self, input_ids: torch.Tensor) -> Optional[torch.Tensor]:
+    def mm_token_type_ids(self, input_ids: torch.Tensor) -> Optional[torch.Tensor]:
         """1 at image tokens, 2 at video tokens: the Qwen-VL forward needs it for multimodal RoPE
         (Qwen2/Qwen3-VL raise without it; Qwen2.5-VL would silently fall back to 1-D positions)."""
         types = (input_ids == self.image_token_id).long()
@@ -185,7 +188,7 @@ class QwenVLAdapter(ModelAdapter):
             types = types + 2 * (input_ids == int(self.video_token_id)).long()
         return types
 
-    def _cast_pixels(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def cast_pixels(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if "pixel_values" in batch:
             visual = self.unwrap(model).model.visual
             dtype = next(visual.parameters()).dtype
@@ -193,19 +196,16 @@ class QwenVLAdapter(ModelAdapter):
         return batch
 
 
-@register_adapter("qwen2_vl")
 class Qwen2VLAdapter(QwenVLAdapter):
     family = "qwen2_vl"
     grounding = "qwen2_vl"
 
 
-@register_adapter("qwen2_5_vl")
 class Qwen2_5_VLAdapter(QwenVLAdapter):
     family = "qwen2_5_vl"
     grounding = "qwen2_5_vl"
 
 
-@register_adapter("qwen3_vl")
 class Qwen3VLAdapter(QwenVLAdapter):
     family = "qwen3_vl"
     grounding = "qwen3_vl"
