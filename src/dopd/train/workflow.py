@@ -51,10 +51,8 @@ def build_trainer(cfg: DOPDConfig, samples: Sequence[Any], eval_samples: Optiona
     from dopd.distill import DOPDLossConfig
     from dopd.model import apply_finetuning, check_compatibility, load_adapter, load_model
     from dopd.model.loader import freeze_model
-    from dopd.train.callbacks import (GracefulStopCallback, JsonlLogCallback, NonFiniteLossCallback,
-                                      import_integrations_quietly, use_compact_console)
+    from dopd.train.callbacks import GracefulStopCallback, JsonlLogCallback, NonFiniteLossCallback, use_compact_console
     from dopd.train.dataset import PromptViewDataset, collate_encoded_samples
-    import_integrations_quietly(cfg.training.report_to)  # before the Trainer's import, see its docstring
     from dopd.train.trainer import DOPDTrainer
 
     model_args, data_args, ft_args = cfg.model, cfg.data, cfg.finetuning
