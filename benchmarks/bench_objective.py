@@ -13,8 +13,8 @@ Peak memory is the extra memory of one forward + backward above what the inputs 
 Time is the best of --repeats forward+backward runs (the first one is included), as wall time and as the
 process's CPU time (user + system, all threads; steadier than wall time when the machine is shared).
 
-    python benchmarks/bench_objective.py --lengths 1024,4096 --out bench.json
-    python benchmarks/bench_objective.py --device cuda --dtype bfloat16 --lengths 1024,4096,8192
+    python -m benchmarks.bench_objective --lengths 1024,4096 --out bench.json
+    python -m benchmarks.bench_objective --device cuda --dtype bfloat16 --lengths 1024,4096,8192
 """
 
 from __future__ import annotations
@@ -29,30 +29,10 @@ import sys
 import time
 from typing import Any
 
+from benchmarks.lib import measure
+
 PATHS = ("logits", "chunked")
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _cpu_seconds() -> float:
-    """User + system CPU time of this process (all threads): less sensitive than wall time to a busy machine."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _available_bytes() -> int:
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 1 << 62
 
 
 def predicted_extra_bytes(path: str, tokens: int, args: argparse.Namespace) -> int:
@@ -105,35 +85,21 @@ def run_case(path: str, tokens: int, args: argparse.Namespace) -> dict[str, Any]
         base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
     else:
-        base = _rss_bytes()
+        base = measure.rss_bytes()
     times, cpu_times, loss = [], [], None
     for _ in range(args.repeats):
-        start, cpu_start = time.perf_counter(), _cpu_seconds()
+        start, cpu_start = time.perf_counter(), measure.cpu_seconds()
         loss = step()
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-        cpu_times.append(_cpu_seconds() - cpu_start)
+        cpu_times.append(measure.cpu_seconds() - cpu_start)
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated() - base
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base  # ru_maxrss is KiB on Linux
     return {"path": path, "tokens": tokens, "peak_extra_bytes": int(peak), "time_s": min(times), "times_s": times,
             "cpu_s": min(cpu_times), "cpu_times_s": cpu_times, "loss": loss}
-
-
-def _hwm_bytes() -> int:
-    """This process's peak resident set (VmHWM), resettable with `_reset_hwm` (unlike ru_maxrss)."""
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def _reset_hwm() -> None:
-    with open("/proc/self/clear_refs", "w") as fh:
-        fh.write("5")
 
 
 def _zero3_rank(rank: int, port: int, path: str, tokens: int, args: argparse.Namespace, out_dir: str) -> None:
@@ -176,8 +142,8 @@ def _zero3_rank(rank: int, port: int, path: str, tokens: int, args: argparse.Nam
     import gc
 
     gc.collect()
-    _reset_hwm()
-    base = _hwm_bytes()
+    measure.reset_peak_rss()
+    base = measure.peak_rss()
     start = time.perf_counter()
     hidden = module.body(x)
     if path == "logits":
@@ -192,7 +158,7 @@ def _zero3_rank(rank: int, port: int, path: str, tokens: int, args: argparse.Nam
                                         chunk_size=args.chunk_size)
             engine.backward(out.loss)
     seconds = time.perf_counter() - start
-    peak = _hwm_bytes() - base
+    peak = measure.peak_rss() - base
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as fh:
         json.dump({"peak_extra_bytes": peak, "time_s": seconds, "loss": float(out.loss)}, fh)
 
@@ -216,9 +182,11 @@ def run_zero3_case(path: str, tokens: int, args: argparse.Namespace) -> dict[str
 
 
 def run_in_subprocess(path: str, tokens: int, args: argparse.Namespace) -> dict[str, Any]:
-    cmd = [sys.executable, os.path.abspath(__file__), "--_case", f"{path}:{tokens}", "--vocab", str(args.vocab),
-           "--hidden", str(args.hidden), "--chunk-size", str(args.chunk_size), "--device", args.device,
-           "--dtype", args.dtype, "--repeats", str(args.repeats), "--threads", str(args.threads)]
+    """One case in a fresh `python -m benchmarks.bench_objective` process (run from the repo root, as its parent)."""
+    cmd = [sys.executable, "-m", "benchmarks.bench_objective", "--_case", f"{path}:{tokens}",
+           "--vocab", str(args.vocab), "--hidden", str(args.hidden), "--chunk-size", str(args.chunk_size),
+           "--device", args.device, "--dtype", args.dtype, "--repeats", str(args.repeats),
+           "--threads", str(args.threads)]
     if args.zero3:
         cmd.append("--zero3")
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -257,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         for path in paths:
             need = predicted_extra_bytes(path, tokens, args)
             if args.device == "cpu":
-                avail = _available_bytes()
+                avail = measure.available_bytes()
                 if need > 0.85 * avail:
                     reason = (f"skipped: predicted extra memory {need / 2**30:.1f} GiB exceeds 85% of the "
                               f"{avail / 2**30:.1f} GiB available")

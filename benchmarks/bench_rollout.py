@@ -9,9 +9,9 @@ Per (batch, G): one warm-up rollout, then the median of `--repeats` timed rollou
   tokens/s     = batch x G x answer length / rollout seconds
   speedup      = tokens/s / tokens/s at the smallest batch x G of the sweep
 
-    python benchmarks/bench_rollout.py --out rollout.json                          # GPU-size defaults
-    python benchmarks/bench_rollout.py --device cuda --dtype bfloat16 --out rollout.json
-    python benchmarks/bench_rollout.py --hidden 256 --layers 2 --batch-sizes 1,2,4 --num-generations 1,2,4 \
+    python -m benchmarks.bench_rollout --out rollout.json                          # GPU-size defaults
+    python -m benchmarks.bench_rollout --device cuda --dtype bfloat16 --out rollout.json
+    python -m benchmarks.bench_rollout --hidden 256 --layers 2 --batch-sizes 1,2,4 --num-generations 1,2,4 \
         --max-new-tokens 16 --repeats 2                                            # small CPU run
 
 Issue 12 modes (instead of the sweep):
@@ -26,12 +26,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from typing import Any
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
+from benchmarks.lib import cli, data, measure, report, trainers
 
 FAMILIES = {"text": "qwen2", "vlm": "qwen2_vl"}
 
@@ -39,15 +37,15 @@ FAMILIES = {"text": "qwen2", "vlm": "qwen2_vl"}
 def sweep(args: argparse.Namespace, family: str) -> list[dict[str, Any]]:
     batch_sizes = [int(x) for x in args.batch_sizes.split(",") if x]
     generations = [int(x) for x in args.num_generations.split(",") if x]
-    student, student_dir, _, _ = common.build_pair(args, family, need_teacher=False)
+    student, student_dir, _, _ = cli.build_pair(args, family, need_teacher=False)
     # stage opsd: a trainer with no teacher; only its rollout is used
-    cfg = common.dopd_config(args, "opsd", student_dir, None, max(batch_sizes), max(generations),
+    cfg = trainers.dopd_config(args, "opsd", student_dir, None, max(batch_sizes), max(generations),
                              args.max_new_tokens, 1)
-    samples = common.make_samples(family, max(batch_sizes), args.prompt_words, 0, None,
-                                  image_dir=os.path.join(common.workdir(args), "images"))
-    trainer = common.make_dopd_trainer(cfg, student, None, samples)
+    samples = data.make_samples(family, max(batch_sizes), args.prompt_words, 0, None,
+                                  image_dir=os.path.join(cli.workdir(args), "images"))
+    trainer = trainers.make_dopd_trainer(cfg, student, None, samples)
     if not args.free_length:
-        common.fixed_length_rollouts(trainer.adapter)
+        trainers.fixed_length_rollouts(trainer.adapter)
     encoded = [trainer.train_dataset[i] for i in range(max(batch_sizes))]
     model = trainer.model
     results = []
@@ -56,13 +54,13 @@ def sweep(args: argparse.Namespace, family: str) -> list[dict[str, Any]]:
             trainer.rollout_args.num_generations = group
             runs: list[tuple[float, int]] = []
             for i in range(args.warmup + args.repeats):
-                common.sync(args.device)
+                measure.sync(args.device)
                 start = time.perf_counter()
                 out = trainer.rollout(model, encoded[:batch])
-                common.sync(args.device)
+                measure.sync(args.device)
                 if i >= args.warmup:
                     runs.append((time.perf_counter() - start, out.num_tokens))
-            seconds = common.median([r[0] for r in runs])
+            seconds = measure.median([r[0] for r in runs])
             tokens = runs[0][1]
             res = {"family": family, "batch": batch, "num_generations": group, "sequences": batch * group,
                    "tokens": tokens, "answer_length": tokens / (batch * group), "seconds": seconds,
@@ -80,14 +78,14 @@ def step_versus_micro_batches(args: argparse.Namespace, family: str) -> list[dic
     rolled out per micro-batch (`routing_scope: micro_batch`, one generate call each) against once for the whole
     step (`routing_scope: step`, one call, or calls of `rollout_batch_size` sequences). Same trainer, same prompts,
     same answer length; the modes alternate within each repeat so machine load hits them alike."""
-    student, student_dir, _, _ = common.build_pair(args, family, need_teacher=False)
+    student, student_dir, _, _ = cli.build_pair(args, family, need_teacher=False)
     group, per_mb, mbs = args.step_generations, args.step_prompts, args.micro_batches
-    cfg = common.dopd_config(args, "opsd", student_dir, None, per_mb, group, args.max_new_tokens, 1)
-    samples = common.make_samples(family, per_mb * mbs, args.prompt_words, 0, None,
-                                  image_dir=os.path.join(common.workdir(args), "images"))
-    trainer = common.make_dopd_trainer(cfg, student, None, samples)
+    cfg = trainers.dopd_config(args, "opsd", student_dir, None, per_mb, group, args.max_new_tokens, 1)
+    samples = data.make_samples(family, per_mb * mbs, args.prompt_words, 0, None,
+                                  image_dir=os.path.join(cli.workdir(args), "images"))
+    trainer = trainers.make_dopd_trainer(cfg, student, None, samples)
     if not args.free_length:
-        common.fixed_length_rollouts(trainer.adapter)
+        trainers.fixed_length_rollouts(trainer.adapter)
     encoded = [trainer.train_dataset[i] for i in range(per_mb * mbs)]
     model = trainer.model
     modes = {"micro_batch": None, "step": 0}
@@ -97,20 +95,20 @@ def step_versus_micro_batches(args: argparse.Namespace, family: str) -> list[dic
     tokens: dict[str, int] = {}
     for i in range(args.warmup + args.repeats):
         for mode, rbs in modes.items():
-            common.sync(args.device)
+            measure.sync(args.device)
             start = time.perf_counter()
             if rbs is None:
                 outs = [trainer.rollout(model, encoded[j * per_mb:(j + 1) * per_mb]) for j in range(mbs)]
             else:
                 trainer.rollout_args.rollout_batch_size = rbs
                 outs = [trainer.rollout(model, encoded)]
-            common.sync(args.device)
+            measure.sync(args.device)
             if i >= args.warmup:
                 times[mode].append(time.perf_counter() - start)
                 tokens[mode] = sum(o.num_tokens for o in outs)
     results = []
     for mode, rbs in modes.items():
-        seconds = common.median(times[mode])
+        seconds = measure.median(times[mode])
         calls = mbs if rbs is None else (-(-per_mb * mbs * group // rbs) if rbs else 1)
         results.append({"family": family, "mode": mode, "micro_batches": mbs, "prompts_per_micro_batch": per_mb,
                         "num_generations": group, "sequences": per_mb * mbs * group,
@@ -130,12 +128,12 @@ def hf_options(args: argparse.Namespace, family: str) -> list[dict[str, Any]]:
     `torch.compile` of the forward. Same answer length; modes alternate within each repeat."""
     import torch
 
-    student, student_dir, _, _ = common.build_pair(args, family, need_teacher=False)
+    student, student_dir, _, _ = cli.build_pair(args, family, need_teacher=False)
     group, prompts_n = args.step_generations, args.step_prompts * args.micro_batches
-    cfg = common.dopd_config(args, "opsd", student_dir, None, prompts_n, group, args.max_new_tokens, 1)
-    samples = common.make_samples(family, prompts_n, args.prompt_words, 0, None,
-                                  image_dir=os.path.join(common.workdir(args), "images"))
-    trainer = common.make_dopd_trainer(cfg, student, None, samples)
+    cfg = trainers.dopd_config(args, "opsd", student_dir, None, prompts_n, group, args.max_new_tokens, 1)
+    samples = data.make_samples(family, prompts_n, args.prompt_words, 0, None,
+                                  image_dir=os.path.join(cli.workdir(args), "images"))
+    trainer = trainers.make_dopd_trainer(cfg, student, None, samples)
     adapter = trainer.adapter
     plain = [trainer.train_dataset[i].plain for i in range(prompts_n)]
     repeated = {k: (v.to(args.device) if hasattr(v, "to") else v)
@@ -165,11 +163,11 @@ def hf_options(args: argparse.Namespace, family: str) -> list[dict[str, Any]]:
                 if compiled_forward is None:
                     compiled_forward = torch.compile(model.forward, mode="reduce-overhead", dynamic=False)
                 original_forward, model.forward = model.forward, compiled_forward
-            common.sync(args.device)
+            measure.sync(args.device)
             start = time.perf_counter()
             with torch.no_grad():
                 out = adapter.generate(model, batch, **base_kw, **extra)
-            common.sync(args.device)
+            measure.sync(args.device)
             if original_forward is not None:
                 model.forward = original_forward
             if i >= args.warmup:
@@ -177,7 +175,7 @@ def hf_options(args: argparse.Namespace, family: str) -> list[dict[str, Any]]:
                 tokens[mode] = sum(len(r) for r in out)
     results = []
     for mode in modes:
-        seconds = common.median(times[mode])
+        seconds = measure.median(times[mode])
         results.append({"family": family, "mode": mode, "sequences": prompts_n * group, "tokens": tokens[mode],
                         "seconds": seconds, "tokens_per_s": tokens[mode] / seconds, "times_s": times[mode]})
         print(f"  {family} {mode}: {results[-1]['tokens_per_s']:.1f} tokens/s", flush=True)
@@ -188,7 +186,7 @@ def hf_options(args: argparse.Namespace, family: str) -> list[dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    common.add_common_args(parser)
+    cli.add_common_args(parser)
     parser.add_argument("--families", default="text", help="comma-separated: text (Qwen2), vlm (Qwen2-VL)")
     parser.add_argument("--batch-sizes", default="1,4,16", help="prompts per rollout")
     parser.add_argument("--num-generations", default="1,4,8", help="answers per prompt (G)")
@@ -209,17 +207,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="instead of the sweep: transformers' batched-sampling options on one step's rollout")
     parser.add_argument("--compile", action="store_true", help="--hf-options: also static cache + torch.compile")
     args = parser.parse_args(argv)
-    common.setup_torch(args)
-    env = common.environment(args)
+    cli.setup_torch(args)
+    env = report.environment(args)
     if args.hf_options:
         results = []
         for family in [FAMILIES.get(f, f) for f in args.families.split(",") if f]:
             results += hf_options(args, family)
         rows = [[r["family"], r["mode"], r["sequences"], r["seconds"], r["tokens_per_s"], r["ratio"]]
                 for r in results]
-        table = common.print_table(["model", "generate", "seqs", "seconds", "tokens/s", "x repeat prompts"], rows,
+        table = report.print_table(["model", "generate", "seqs", "seconds", "tokens/s", "x repeat prompts"], rows,
                                    title="transformers' batched-sampling options, one step's rollout (median)")
-        common.write_json(args.out, {"benchmark": "bench_rollout --hf-options", "environment": env, "args": {
+        report.write_json(args.out, {"benchmark": "bench_rollout --hf-options", "environment": env, "args": {
             k: v for k, v in vars(args).items() if not k.startswith("_")}, "results": results, "table": table})
         return 0
     if args.step_compare:
@@ -227,12 +225,12 @@ def main(argv: list[str] | None = None) -> int:
         for family in [FAMILIES.get(f, f) for f in args.families.split(",") if f]:
             results += step_versus_micro_batches(args, family)
         rows = [[r["family"], r["mode"], r["sequences"], r["sequences_per_generate"], r["seconds"],
-                 r["tokens_per_s"], r["ratio_to_micro_batch"], common.verdict(r["ratio_to_micro_batch"], 2.0, False)
+                 r["tokens_per_s"], r["ratio_to_micro_batch"], report.verdict(r["ratio_to_micro_batch"], 2.0, False)
                  if r["mode"] == "step" else ""] for r in results]
-        table = common.print_table(["model", "rollout", "seqs", "seqs/generate", "rollout s", "tokens/s",
+        table = report.print_table(["model", "rollout", "seqs", "seqs/generate", "rollout s", "tokens/s",
                                     "x micro_batch", "target >= 2x"], rows,
                                    title="one step's rollout: per micro-batch vs the whole step (median)")
-        common.write_json(args.out, {"benchmark": "bench_rollout --step-compare", "environment": env, "args": {
+        report.write_json(args.out, {"benchmark": "bench_rollout --step-compare", "environment": env, "args": {
             k: v for k, v in vars(args).items() if not k.startswith("_")}, "results": results, "table": table})
         return 0
     print(f"bench_rollout on {env.get('gpu') or env['cpu']} ({env['cpu_count']} cores), torch {env['torch']}, "
@@ -242,9 +240,9 @@ def main(argv: list[str] | None = None) -> int:
         results += sweep(args, family)
     rows = [[r["family"], r["batch"], r["num_generations"], r["sequences"], r["answer_length"], r["seconds"],
              r["tokens_per_s"], r["speedup"]] for r in results]
-    table = common.print_table(["model", "batch", "G", "seqs", "answer len", "rollout s", "tokens/s", "speedup"],
+    table = report.print_table(["model", "batch", "G", "seqs", "answer len", "rollout s", "tokens/s", "speedup"],
                                rows, title="rollout throughput (median of the timed rollouts)")
-    common.write_json(args.out, {"benchmark": "bench_rollout", "environment": env, "args": {
+    report.write_json(args.out, {"benchmark": "bench_rollout", "environment": env, "args": {
         k: v for k, v in vars(args).items() if not k.startswith("_")}, "results": results, "table": table})
     return 0
 

@@ -23,9 +23,9 @@ every step's times are in the JSON. Both rollouts do identical work (same initia
 so the ratio is also given with their two rollout times pooled (averaged), which removes noise from another process
 slowing one of them.
 
-    python benchmarks/bench_step.py --out step.json                                  # GPU-size defaults
-    python benchmarks/bench_step.py --device cuda --dtype bfloat16 --out step.json
-    python benchmarks/bench_step.py --hidden 256 --layers 2 --teacher-hidden 384 --teacher-layers 2 \
+    python -m benchmarks.bench_step --out step.json                                  # GPU-size defaults
+    python -m benchmarks.bench_step --device cuda --dtype bfloat16 --out step.json
+    python -m benchmarks.bench_step --hidden 256 --layers 2 --teacher-hidden 384 --teacher-layers 2 \
         --batch 2 --num-generations 2 --max-new-tokens 16 --steps 2                  # small CPU run
 """
 
@@ -34,12 +34,10 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import sys
 import time
 from typing import Any
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
+from benchmarks.lib import cli, data, measure, models, report, trainers
 
 STAGES = ("dopd", "vanilla_opd", "sft")
 FAMILIES = {"text": "qwen2", "vlm": "qwen2_vl"}
@@ -50,28 +48,28 @@ def run_stage(args: argparse.Namespace, family: str, stage: str, teacher: Any, t
               scope: str = "step", cache: str = "device") -> dict[str, Any]:
     import torch
 
-    student, student_dir, _, _ = common.build_pair(args, family, need_teacher=False)
+    student, student_dir, _, _ = cli.build_pair(args, family, need_teacher=False)
     gc.collect()
-    common.reset_peak_rss()
+    measure.reset_peak_rss()
     max_steps = args.warmup + args.steps
     extra: dict[str, Any] = {"loss_chunk_size": args.chunk_size, "gradient_accumulation_steps": args.accumulation,
                              "routing_scope": scope, "step_score_cache": cache}
     if stage == "vanilla_opd":
         extra["teacher_sees_privileged"] = False
-    cfg = common.dopd_config(args, stage, student_dir, None if stage == "sft" else teacher_dir, args.batch,
+    cfg = trainers.dopd_config(args, stage, student_dir, None if stage == "sft" else teacher_dir, args.batch,
                              args.num_generations, args.max_new_tokens, max_steps, **extra)
     from dopd.model import load_adapter
 
     tok = load_adapter(student_dir).tokenizer
-    response = common.response_text(tok, args.max_new_tokens)
-    samples = common.make_samples(family, args.batch * args.accumulation * max_steps, args.prompt_words,
+    response = data.response_text(tok, args.max_new_tokens)
+    samples = data.make_samples(family, args.batch * args.accumulation * max_steps, args.prompt_words,
                                   args.hint_words, response,
-                                  image_dir=os.path.join(common.workdir(args), "images"))
-    trainer = common.make_dopd_trainer(cfg, student, None if stage == "sft" else teacher, samples)
+                                  image_dir=os.path.join(cli.workdir(args), "images"))
+    trainer = trainers.make_dopd_trainer(cfg, student, None if stage == "sft" else teacher, samples)
     if not args.free_length:
-        common.fixed_length_rollouts(trainer.adapter)
+        trainers.fixed_length_rollouts(trainer.adapter)
     # CUDA: synchronise at the end of each timed phase, so the trainer's own timers include the GPU work
-    trainer._distill_loss = common.synchronised(trainer._distill_loss, args.device)
+    trainer._distill_loss = measure.synchronised(trainer._distill_loss, args.device)
     sft_times: list[float] = []
     if stage == "sft":
         inner = trainer._sft_loss
@@ -79,14 +77,14 @@ def run_stage(args: argparse.Namespace, family: str, stage: str, teacher: Any, t
         def timed_sft(*a: Any, **kw: Any) -> Any:
             start = time.perf_counter()
             out = inner(*a, **kw)
-            common.sync(args.device)
+            measure.sync(args.device)
             sft_times.append(time.perf_counter() - start)
             return out
 
         trainer._sft_loss = timed_sft
-    timer = common.step_timer(args.device)
+    timer = measure.step_timer(args.device)
     trainer.add_callback(timer)
-    common.quiet(trainer)
+    trainers.quiet(trainer)
     trainer.train()
 
     logs = [e for e in trainer.state.log_history if "time/update_s" in e][args.warmup:]
@@ -103,14 +101,14 @@ def run_stage(args: argparse.Namespace, family: str, stage: str, teacher: Any, t
     result = {
         "family": family, "stage": stage, "scope": scope, "score_cache": cache, "steps": len(steps),
         "sequences": args.batch * args.accumulation * (1 if stage == "sft" else args.num_generations),
-        "response_length": common.mean(tokens),
-        "rollout_s": common.median(rollout), "scoring_s": common.median(scoring),
-        "update_s": common.median([s - r - c for s, r, c in zip(steps, rollout, scoring)]),
-        "backward_s": common.median(backward), "step_s": common.median(steps), "step_times_s": steps,
+        "response_length": measure.mean(tokens),
+        "rollout_s": measure.median(rollout), "scoring_s": measure.median(scoring),
+        "update_s": measure.median([s - r - c for s, r, c in zip(steps, rollout, scoring)]),
+        "backward_s": measure.median(backward), "step_s": measure.median(steps), "step_times_s": steps,
         "rollout_times_s": rollout, "scoring_times_s": scoring,
-        "params_student": common.count_params(student),
+        "params_student": models.count_params(student),
     }
-    result["peak_rss_bytes"] = common.peak_rss()  # since this stage's models were built (VmHWM reset there)
+    result["peak_rss_bytes"] = measure.peak_rss()  # since this stage's models were built (VmHWM reset there)
     if args.device.startswith("cuda"):
         result["cuda_max_memory_allocated"] = int(torch.cuda.max_memory_allocated())
         torch.cuda.reset_peak_memory_stats()
@@ -123,7 +121,7 @@ def run_stage(args: argparse.Namespace, family: str, stage: str, teacher: Any, t
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    common.add_common_args(parser)
+    cli.add_common_args(parser)
     parser.add_argument("--families", default="text,vlm", help="comma-separated: text (Qwen2), vlm (Qwen2-VL)")
     parser.add_argument("--stages", default=",".join(STAGES), help="comma-separated stages")
     parser.add_argument("--batch", type=int, default=4, help="prompts per micro-batch (per_device_train_batch_size)")
@@ -143,17 +141,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--free-length", action="store_true",
                         help="let answers stop at a stop token (default: exactly --max-new-tokens tokens)")
     args = parser.parse_args(argv)
-    common.setup_torch(args)
+    cli.setup_torch(args)
 
     families = [FAMILIES.get(f, f) for f in args.families.split(",") if f]
     stages = [s for s in args.stages.split(",") if s]
-    env = common.environment(args)
+    env = report.environment(args)
     print(f"bench_step on {env.get('gpu') or env['cpu']} ({env['cpu_count']} cores), torch {env['torch']}, "
           f"transformers {env['transformers']}, {args.dtype}", flush=True)
     results: list[dict[str, Any]] = []
     ratios: dict[str, dict[str, float]] = {}
     for family in families:
-        _, _, teacher, teacher_dir = common.build_pair(args, family, need_teacher=True)
+        _, _, teacher, teacher_dir = cli.build_pair(args, family, need_teacher=True)
         scopes = [x for x in args.scopes.split(",") if x]
         caches = [x for x in args.score_caches.split(",") if x]
         variants = []
@@ -198,16 +196,16 @@ def main(argv: list[str] | None = None) -> int:
         rows.append([r["family"], r["variant"], r["sequences"], r["response_length"], r["rollout_s"], r["scoring_s"],
                      r["update_s"], r["step_s"], 100 * r["rollout_s"] / total, 100 * r["scoring_s"] / total,
                      100 * r["update_s"] / total, r["peak_rss_bytes"] / 2**20])
-    table = common.print_table(headers, rows, title="seconds per step (median of the timed steps) and the split")
+    table = report.print_table(headers, rows, title="seconds per step (median of the timed steps) and the split")
     ratio_rows = []
     for family, rs in ratios.items():
         for name, value in rs.items():
             target = TARGET if name.startswith("dopd/vanilla_opd step_s") else None
             ratio_rows.append([family, name, value, target,
-                               common.verdict(value, target) if target is not None else ""])
-    ratio_table = common.print_table(["model", "ratio", "value", "target", "verdict"], ratio_rows,
+                               report.verdict(value, target) if target is not None else ""])
+    ratio_table = report.print_table(["model", "ratio", "value", "target", "verdict"], ratio_rows,
                                      title="ratios (same run, same model and batch)")
-    common.write_json(args.out, {"benchmark": "bench_step", "environment": env, "args": {
+    report.write_json(args.out, {"benchmark": "bench_step", "environment": env, "args": {
         k: v for k, v in vars(args).items() if not k.startswith("_")}, "results": results, "ratios": ratios,
         "target": {"dopd/vanilla_opd step_s": TARGET}, "table": table, "ratio_table": ratio_table})
     return 0

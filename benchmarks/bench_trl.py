@@ -25,9 +25,9 @@ median of `--steps` timed steps (TrainerCallback on_step_begin -> on_step_end, C
 Memory: CPU peak RSS of the child process (ru_maxrss) and its growth after both models were built; CUDA
 torch.cuda.max_memory_allocated() and its growth after the models were built.
 
-    python benchmarks/bench_trl.py --out trl.json                                   # GPU-size defaults
-    python benchmarks/bench_trl.py --device cuda --dtype bfloat16 --out trl.json
-    python benchmarks/bench_trl.py --hidden 256 --layers 2 --teacher-hidden 384 --teacher-layers 2 \
+    python -m benchmarks.bench_trl --out trl.json                                   # GPU-size defaults
+    python -m benchmarks.bench_trl --device cuda --dtype bfloat16 --out trl.json
+    python -m benchmarks.bench_trl --hidden 256 --layers 2 --teacher-hidden 384 --teacher-layers 2 \
         --batch 2 --num-generations 2 --max-new-tokens 16 --steps 2                 # small CPU run
 """
 
@@ -40,8 +40,7 @@ import sys
 import time
 from typing import Any
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
+from benchmarks.lib import cli, data, measure, report, trainers
 
 FRAMEWORKS = ("trl", "vanilla_opd", "vanilla_opd_full_rkl", "dopd")
 TARGETS = {  # (numerator, denominator, quantity, target): numerator / denominator <= target
@@ -56,31 +55,31 @@ TARGETS = {  # (numerator, denominator, quantity, target): numerator / denominat
 
 
 def run_ours(args: argparse.Namespace, stage: str, student: Any, student_dir: str, teacher: Any, teacher_dir: str,
-             probe: common.MemoryProbe) -> dict[str, Any]:
+             probe: measure.MemoryProbe) -> dict[str, Any]:
     total = args.warmup + args.steps
     extra: dict[str, Any] = {}
     if stage != "dopd":
         extra["teacher_sees_privileged"] = False
-    cfg = common.dopd_config(args, stage, student_dir, teacher_dir, args.batch, args.num_generations,
+    cfg = trainers.dopd_config(args, stage, student_dir, teacher_dir, args.batch, args.num_generations,
                              args.max_new_tokens, total, **extra)
-    samples = common.make_samples("qwen2", args.batch * total, args.prompt_words, args.hint_words, None)
+    samples = data.make_samples("qwen2", args.batch * total, args.prompt_words, args.hint_words, None)
     probe.start()
-    trainer = common.make_dopd_trainer(cfg, student, teacher, samples)
+    trainer = trainers.make_dopd_trainer(cfg, student, teacher, samples)
     if not args.free_length:
-        common.fixed_length_rollouts(trainer.adapter)
-    trainer._distill_loss = common.synchronised(trainer._distill_loss, args.device)
-    timer = common.step_timer(args.device)
+        trainers.fixed_length_rollouts(trainer.adapter)
+    trainer._distill_loss = measure.synchronised(trainer._distill_loss, args.device)
+    timer = measure.step_timer(args.device)
     trainer.add_callback(timer)
-    common.quiet(trainer)
+    trainers.quiet(trainer)
     trainer.train()
     logs = [e for e in trainer.state.log_history if "time/rollout_s" in e][args.warmup:]
     return {"step_times_s": timer.times[args.warmup:], "rollout_times_s": [e["time/rollout_s"] for e in logs],
-            "answer_length": common.mean([e["rollout/response_length"] for e in logs]),
+            "answer_length": measure.mean([e["rollout/response_length"] for e in logs]),
             "sequences": args.batch * args.num_generations}
 
 
 def run_trl(args: argparse.Namespace, student: Any, student_dir: str, teacher: Any,
-            probe: common.MemoryProbe) -> dict[str, Any]:
+            probe: measure.MemoryProbe) -> dict[str, Any]:
     from datasets import Dataset
     from transformers import AutoTokenizer
     from trl import DistillationConfig, DistillationTrainer
@@ -88,10 +87,10 @@ def run_trl(args: argparse.Namespace, student: Any, student_dir: str, teacher: A
     total = args.warmup + args.steps
     tokenizer = AutoTokenizer.from_pretrained(student_dir)
     group = args.num_generations
-    rows = [{"prompt": [{"role": "user", "content": common.question(i, args.prompt_words)}]}
+    rows = [{"prompt": [{"role": "user", "content": data.question(i, args.prompt_words)}]}
             for i in range(args.batch * total) for _ in range(group)]
     config = DistillationConfig(
-        output_dir=os.path.join(common.workdir(args), "out-trl"), per_device_train_batch_size=args.batch * group,
+        output_dir=os.path.join(cli.workdir(args), "out-trl"), per_device_train_batch_size=args.batch * group,
         max_steps=total, logging_steps=1, save_strategy="no", report_to="none",
         use_cpu=not args.device.startswith("cuda"), bf16=False, fp16=False, gradient_checkpointing=False,
         learning_rate=1e-5, max_completion_length=args.max_new_tokens, temperature=1.0, top_p=1.0, top_k=0,
@@ -106,42 +105,42 @@ def run_trl(args: argparse.Namespace, student: Any, student_dir: str, teacher: A
     inner = trainer._generate_single_turn
 
     def timed_generate(*a: Any, **kw: Any) -> Any:
-        common.sync(args.device)
+        measure.sync(args.device)
         start = time.perf_counter()
         out = inner(*a, **kw)
-        common.sync(args.device)
+        measure.sync(args.device)
         rollout_times.append(time.perf_counter() - start)
         lengths.append(sum(len(c) for c in out) / max(len(out), 1))
         return out
 
     trainer._generate_single_turn = timed_generate
-    timer = common.step_timer(args.device)
+    timer = measure.step_timer(args.device)
     trainer.add_callback(timer)
-    common.quiet(trainer)
+    trainers.quiet(trainer)
     trainer.train()
     return {"step_times_s": timer.times[args.warmup:], "rollout_times_s": rollout_times[args.warmup:],
-            "answer_length": common.mean(lengths[args.warmup:]), "sequences": args.batch * group}
+            "answer_length": measure.mean(lengths[args.warmup:]), "sequences": args.batch * group}
 
 
 def child(args: argparse.Namespace, framework: str) -> dict[str, Any]:
-    common.setup_torch(args)
-    student, student_dir, teacher, teacher_dir = common.build_pair(args, "qwen2", need_teacher=True)
-    probe = common.MemoryProbe(args.device)
+    cli.setup_torch(args)
+    student, student_dir, teacher, teacher_dir = cli.build_pair(args, "qwen2", need_teacher=True)
+    probe = measure.MemoryProbe(args.device)
     if framework == "trl":
         res = run_trl(args, student, student_dir, teacher, probe)
     else:
         res = run_ours(args, framework, student, student_dir, teacher, teacher_dir, probe)
     res.update(probe.result())
     res["framework"] = framework
-    res["step_s"] = common.median(res["step_times_s"])
-    res["rollout_s"] = common.median(res["rollout_times_s"])
-    res["rest_s"] = common.median([s - r for s, r in zip(res["step_times_s"], res["rollout_times_s"])])
+    res["step_s"] = measure.median(res["step_times_s"])
+    res["rollout_s"] = measure.median(res["rollout_times_s"])
+    res["rest_s"] = measure.median([s - r for s, r in zip(res["step_times_s"], res["rollout_times_s"])])
     return res
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    common.add_common_args(parser)
+    cli.add_common_args(parser)
     parser.add_argument("--frameworks", default=",".join(FRAMEWORKS), help="comma-separated: " + ", ".join(FRAMEWORKS))
     parser.add_argument("--batch", type=int, default=4, help="prompts per step (ours; TRL gets batch x G prompts)")
     parser.add_argument("--num-generations", type=int, default=4, help="answers per prompt (G)")
@@ -159,18 +158,18 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(child(args, args._child)))
         return 0
 
-    env = common.environment(args)
+    env = report.environment(args)
     print(f"bench_trl on {env.get('gpu') or env['cpu']} ({env['cpu_count']} cores), torch {env['torch']}, "
           f"transformers {env['transformers']}, trl {env['trl']}, {args.dtype}", flush=True)
     if env["trl"] is None:
         raise SystemExit("trl is not installed: pip install -r benchmarks/requirements.txt")
     argv_child = [a for a in (argv if argv is not None else sys.argv[1:])]
     if "--workdir" not in argv_child:
-        argv_child += ["--workdir", common.workdir(args)]
+        argv_child += ["--workdir", cli.workdir(args)]
     results: dict[str, dict[str, Any]] = {}
     for framework in [f for f in args.frameworks.split(",") if f]:
         started = time.perf_counter()
-        res = common.run_child(os.path.abspath(__file__), [*argv_child, "--_child", framework])
+        res = measure.run_child("benchmarks.bench_trl", [*argv_child, "--_child", framework])
         res["wall_s"] = time.perf_counter() - started
         results[framework] = res
         if "error" in res:
@@ -183,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     mib = 2**20
     rows = [[k, v["sequences"], v["answer_length"], v["rollout_s"], v["rest_s"], v["step_s"], v["peak_bytes"] / mib,
              v["peak_extra_bytes"] / mib] for k, v in ok.items()]
-    table = common.print_table(["framework", "seqs", "answer len", "rollout s", "score+update s", "step s",
+    table = report.print_table(["framework", "seqs", "answer len", "rollout s", "score+update s", "step s",
                                 "peak MiB", "peak growth MiB"], rows,
                                title="seconds per step (median) and peak memory (" +
                                ("torch.cuda.max_memory_allocated" if args.device.startswith("cuda") else
@@ -193,10 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, (num, den, key, target) in TARGETS.items():
         if num in ok and den in ok and ok[den][key] > 0:
             ratios[name] = ok[num][key] / ok[den][key]
-            ratio_rows.append([name, ratios[name], target, common.verdict(ratios[name], target)])
-    ratio_table = common.print_table(["ratio", "value", "target (<=)", "verdict"], ratio_rows,
+            ratio_rows.append([name, ratios[name], target, report.verdict(ratios[name], target)])
+    ratio_table = report.print_table(["ratio", "value", "target (<=)", "verdict"], ratio_rows,
                                      title="ratios (same run, same models, data, batch, answer length and dtype)")
-    common.write_json(args.out, {"benchmark": "bench_trl", "environment": env, "args": {
+    report.write_json(args.out, {"benchmark": "bench_trl", "environment": env, "args": {
         k: v for k, v in vars(args).items() if not k.startswith("_")}, "results": results, "ratios": ratios,
         "targets": {k: v[3] for k, v in TARGETS.items()}, "table": table, "ratio_table": ratio_table})
     return 0 if len(ok) == len(results) else 1
