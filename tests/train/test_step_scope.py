@@ -70,3 +70,22 @@ def test_resume_mid_run_continues_at_the_same_step_and_data_order(tmp_path, monk
     full_steps, resumed_steps = by_run[str(tmp_path / "full")], by_run[str(tmp_path / "resumed")]
     assert [s for s, _ in full_steps] == [0, 1, 2] and all(len(u) == 2 for _, u in full_steps)  # one rollout/step
     assert resumed_steps == [full_steps[2]]  # step 3 (global_step 2 before it), the same two samples in order
+
+
+@pytest.mark.parametrize("cache", ["device", "none"])
+def test_the_routing_pass_runs_once_per_token_per_step(tmp_path, monkeypatch, cache):
+    """The step's statistics and each micro-batch's loss share one pass 1 (log q_S, log q_T of the sampled
+    tokens): each target's lm_head is applied to every sampled token once per step, not twice."""
+    import dopd.distill.passes as passes
+
+    rows_seen: list[int] = []
+    original = passes.sampled_logprobs
+
+    def spy(row_fn, labels, chunk):
+        rows_seen.append(labels.numel())
+        return original(row_fn, labels, chunk)
+
+    monkeypatch.setattr(passes, "sampled_logprobs", spy)
+    log = _one_step(tmp_path, f"once_{cache}", 1, 2, step_score_cache=cache)
+    sampled_tokens = round(log["rollout/response_length"] * 2 * 2)  # 2 prompts x G 2 answers
+    assert sum(rows_seen) == 2 * sampled_tokens  # q_S and q_T, once each

@@ -20,12 +20,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .config import DOPDLossConfig
-from .routing import Thresholds
-from .loss import (
-    DOPDLossOutput, RowFn, check_labels, check_needed, loss_pass, make_plan, routing_logprobs, scatter_outputs,
-    valid_positions,
-)
 from .diagnostics import DiagnosticsProbe
+from .outputs import DOPDLossOutput, check_labels, check_needed, scatter_outputs, valid_positions
+from .passes import RoutingPass, RowFn, diagnostics_of, loss_pass, routing_pass, start_routing
+from .plan import Plan, make_plan
+from .routing import Thresholds
 
 LMHead = Union[torch.nn.Module, Tensor]
 _W_BLOCK_ROWS = 16384  # vocabulary rows per low-precision weight-gradient product (see the sink below)
@@ -115,16 +114,78 @@ class _FusedHiddenLoss(torch.autograd.Function):
 
 
 class _HiddenRun:
-    def __init__(self, n: int, plan, targets: dict[str, Optional[RowFn]], config: DOPDLossConfig, chunk: int,
-                 vocab: int):
+    def __init__(self, n: int, plan: Plan, targets: dict[str, Optional[RowFn]], config: DOPDLossConfig, chunk: int,
+                 vocab: int, probe: Optional[DiagnosticsProbe] = None):
         self.n, self.plan, self.targets, self.config, self.chunk = n, plan, targets, config, chunk
         self.vocab = vocab
-        self.probe: Optional[DiagnosticsProbe] = None
+        self.probe = probe
 
 
 def _rows(hidden: Tensor, flat_idx: Tensor, dense: bool) -> Tensor:
     flat = hidden.reshape(-1, hidden.shape[-1])
     return flat if dense else flat[flat_idx]
+
+
+def _target_row_fns(
+    priv_hidden: Optional[Tensor], teacher_hidden: Optional[Tensor], labels: Tensor, w_s: Tensor,
+    b_s: Optional[Tensor], teacher_lm_head: Optional[LMHead], vocab: int, flat_idx: Tensor, dense: bool,
+) -> dict[str, Optional[RowFn]]:
+    """Row functions of the no-grad targets: valid-token rows -> float32 logits over the first `vocab` ids.
+
+    The targets' logit rows are handed over as float32 (what log_probs makes of them anyway): the low-precision
+    [chunk, V] product is freed at once instead of living on next to its float32 copy and log-softmax."""
+    targets: dict[str, Optional[RowFn]] = {"privileged_student": None, "teacher": None}
+    if priv_hidden is not None:
+        if priv_hidden.shape[:2] != labels.shape or priv_hidden.shape[-1] != w_s.shape[1]:
+            raise ValueError(f"priv_student_hidden must be [B, T, H] like the student's; got {tuple(priv_hidden.shape)}")
+        h_p = _rows(priv_hidden.detach(), flat_idx, dense)
+        w_p, b_p = w_s.detach()[:vocab], b_s.detach()[:vocab] if b_s is not None else None
+        targets["privileged_student"] = lambda rows: F.linear(h_p[rows], w_p, b_p).float()
+    if teacher_hidden is not None:
+        if teacher_lm_head is None:
+            raise ValueError("teacher_hidden was given without teacher_lm_head")
+        if teacher_hidden.shape[:2] != labels.shape:
+            raise ValueError(f"teacher_hidden must be [B, T, Ht] like labels; got {tuple(teacher_hidden.shape)}")
+        w_t, b_t = _weight_bias(teacher_lm_head, "teacher_lm_head")
+        if w_t.shape[0] < vocab:
+            raise ValueError(f"teacher lm_head has {w_t.shape[0]} rows, fewer than the student's vocabulary {vocab}")
+        w_t = w_t.detach()[:vocab]  # padded vocabulary: the rows past the student's are never sampled
+        b_t = b_t.detach()[:vocab] if b_t is not None else None
+        h_t = _rows(teacher_hidden.detach(), flat_idx, dense)
+        targets["teacher"] = lambda rows: F.linear(h_t[rows], w_t, b_t).float()
+    return targets
+
+
+def _vocab(w_s: Tensor, vocab_size: Optional[int]) -> int:
+    vocab = w_s.shape[0] if vocab_size is None else min(int(vocab_size), w_s.shape[0])
+    if vocab < 1:
+        raise ValueError(f"vocab_size must be positive, got {vocab_size}")
+    return vocab
+
+
+@torch.no_grad()
+def routing_pass_from_hidden(
+    priv_student_hidden: Tensor,
+    teacher_hidden: Tensor,
+    labels: Tensor,
+    student_lm_head: LMHead,
+    teacher_lm_head: LMHead,
+    chunk_size: Optional[int] = 1024,
+    *,
+    vocab_size: Optional[int] = None,
+) -> RoutingPass:
+    """Pass 1 of `dopd_loss_from_hidden` on its own (same inputs, same chunks, same values): log q_S and log q_T of
+    the sampled tokens and the targets' top-choice flags. Computed once, it serves both the batch's routing
+    statistics (`compute_thresholds`) and this part's loss (`routing=`), which then skips its own pass 1."""
+    w_s, b_s = _weight_bias(student_lm_head, "student_lm_head")
+    vocab = _vocab(w_s, vocab_size)
+    B, T = labels.shape
+    flat_idx, labels_v, _ = valid_positions(labels.to(priv_student_hidden.device))
+    check_labels(labels_v, vocab)
+    n = flat_idx.numel()
+    targets = _target_row_fns(priv_student_hidden, teacher_hidden, labels, w_s, b_s, teacher_lm_head, vocab,
+                              flat_idx, n == B * T)
+    return routing_pass(targets, labels_v, max(1, chunk_size or n or 1))
 
 
 def dopd_loss_from_hidden(
@@ -141,6 +202,7 @@ def dopd_loss_from_hidden(
     vocab_size: Optional[int] = None,
     thresholds: Optional[Thresholds] = None,
     denominator: Optional[float] = None,
+    routing: Optional[RoutingPass] = None,
 ) -> DOPDLossOutput:
     """The routed DOPD objective from final hidden states, computed in chunks of `chunk_size` tokens.
 
@@ -156,7 +218,8 @@ def dopd_loss_from_hidden(
     rows. Same value and gradient as passing heads sliced to `vocab_size` rows (the padding rows get zero
     gradient), without autograd materialising a zero-padded copy of the sliced weight's gradient.
 
-    `thresholds`, `denominator`: this call as one part of a larger batch, as in `dopd_loss`.
+    `thresholds`, `denominator`: this call as one part of a larger batch, as in `dopd_loss`. `routing`: pass 1
+    already computed over these labels (`routing_pass_from_hidden`): not computed again.
     """
     config = config if config is not None else DOPDLossConfig()
     if student_hidden.dim() != 3 or student_hidden.shape[:2] != labels.shape:
@@ -166,9 +229,7 @@ def dopd_loss_from_hidden(
         )
     check_needed(config, priv_student_hidden, teacher_hidden, "hidden states")
     w_s, b_s = _weight_bias(student_lm_head, "student_lm_head")
-    vocab = w_s.shape[0] if vocab_size is None else min(int(vocab_size), w_s.shape[0])
-    if vocab < 1:
-        raise ValueError(f"vocab_size must be positive, got {vocab_size}")
+    vocab = _vocab(w_s, vocab_size)
     if w_s.shape[1] != student_hidden.shape[-1]:
         raise ValueError(f"student lm_head expects hidden size {w_s.shape[1]}, got {student_hidden.shape[-1]}")
     B, T, _ = student_hidden.shape
@@ -176,38 +237,17 @@ def dopd_loss_from_hidden(
     check_labels(labels_v, vocab)
     n = flat_idx.numel()
     dense = n == B * T
-    targets: dict[str, Optional[RowFn]] = {"privileged_student": None, "teacher": None}
-
-    if priv_student_hidden is not None:
-        if priv_student_hidden.shape != student_hidden.shape:
-            raise ValueError(f"priv_student_hidden must match student_hidden's shape {tuple(student_hidden.shape)}")
-        h_p = _rows(priv_student_hidden.detach(), flat_idx, dense)
-        w_p, b_p = w_s.detach()[:vocab], b_s.detach()[:vocab] if b_s is not None else None
-        targets["privileged_student"] = lambda rows: F.linear(h_p[rows], w_p, b_p).float()
-    if teacher_hidden is not None:
-        if teacher_lm_head is None:
-            raise ValueError("teacher_hidden was given without teacher_lm_head")
-        if teacher_hidden.shape[:2] != labels.shape:
-            raise ValueError(f"teacher_hidden must be [B, T, Ht] like labels; got {tuple(teacher_hidden.shape)}")
-        w_t, b_t = _weight_bias(teacher_lm_head, "teacher_lm_head")
-        if w_t.shape[0] < vocab:
-            raise ValueError(f"teacher lm_head has {w_t.shape[0]} rows, fewer than the student's vocabulary {vocab}")
-        w_t = w_t.detach()[:vocab]  # padded vocabulary: the rows past the student's are never sampled
-        b_t = b_t.detach()[:vocab] if b_t is not None else None
-        h_t = _rows(teacher_hidden.detach(), flat_idx, dense)
-        targets["teacher"] = lambda rows: F.linear(h_t[rows], w_t, b_t).float()
-
-    # The targets' logit rows are handed over as float32 (what log_probs makes of them anyway): the low-precision
-    # [chunk, V] product is freed at once instead of living on next to its float32 copy and log-softmax.
+    if priv_student_hidden is not None and priv_student_hidden.shape != student_hidden.shape:
+        raise ValueError(f"priv_student_hidden must match student_hidden's shape {tuple(student_hidden.shape)}")
+    targets = _target_row_fns(priv_student_hidden, teacher_hidden, labels, w_s, b_s, teacher_lm_head, vocab,
+                              flat_idx, dense)
     chunk = max(1, chunk_size or n or 1)
-    probe = DiagnosticsProbe.for_targets(targets, labels_v)  # None unless both privileged policies are scored
-    log_q_s, log_q_t = routing_logprobs(targets, labels_v, chunk, probe)
-    plan = make_plan(config, labels_v, seq, B, log_q_s, log_q_t, generator, thresholds, denominator)
+    routing, probe = start_routing(targets, labels_v, chunk, routing)
+    log_q = (routing.log_q_s, routing.log_q_t) if routing is not None else (None, None)
+    plan = make_plan(config, labels_v, seq, B, *log_q, generator, thresholds, denominator)
     h_s = _rows(student_hidden, flat_idx, dense)  # differentiable gather of the response rows
-    run = _HiddenRun(n, plan, targets, config, chunk, vocab)
-    run.probe = probe
+    run = _HiddenRun(n, plan, targets, config, chunk, vocab, probe)
     loss, per_tok, entropy = _FusedHiddenLoss.apply(h_s, w_s, b_s, run)
     out = scatter_outputs((B, T), flat_idx, plan, per_tok, entropy, loss, config)
-    if probe is not None:
-        out.metrics.update(probe.metrics(plan.regimes, log_q_s, log_q_t))
+    out.metrics.update(diagnostics_of(probe, plan, routing))
     return out

@@ -1,9 +1,9 @@
 """Privilege-illusion diagnostics: per regime, what the teacher and the privileged student think of the sampled
 token, and whether the regime's gradient moves the student toward the teacher's preference on it.
 
-Pure tensor code, no model inside. The objective fills a `DiagnosticsProbe` while it runs (pass 1: whether each
-target's top choice is the sampled token, from the [chunk, V] rows it computes anyway; pass 2: the student's
-log s(y) and the first-order change of log s(y) under a gradient step, from the chunk's gradient rows), and adds
+Pure tensor code, no model inside. The objective's routing pass records whether each target's top choice is the
+sampled token (from the [chunk, V] rows it computes anyway); its loss pass fills a `DiagnosticsProbe` (the
+student's log s(y) and the first-order change of log s(y) under a gradient step, from the chunk's gradient rows), and adds
 `diagnostic_metrics` to `out.metrics` (the trainer logs them as `dopd/<regime>/<stat>`). Computed only when both
 privileged policies are scored (q_S and q_T exist). See docs/objective.md, "Diagnostics".
 
@@ -22,7 +22,7 @@ where undefined (an empty regime, no token with a gradient, no rejected token).
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -115,34 +115,21 @@ def diagnostic_metrics(
 
 
 class DiagnosticsProbe:
-    """Per-token buffers the objective fills while it runs; `metrics(...)` turns them into `diagnostic_metrics`.
+    """Per-token buffers the objective's loss pass fills; `metrics(...)` turns them, with the routing pass's
+    results, into `diagnostic_metrics`. Used only when both privileged policies are scored.
 
     Hooks (each called once per chunk of valid tokens, `rows` a slice of the valid-token list):
-    `target_rows(name, rows, z)` in pass 1 with a target's [rows, V] logits; `student_rows(rows, s_logp, z)` in
-    pass 2 with the student's log-probabilities at temperature 1 (or, when the loss runs at another temperature,
-    s_logp=None and the logits z); `student_grad(rows, s_logp, grad_logp, grad_sum)` in pass 2 with the chunk's
-    dL/d log s rows (only when a gradient is taken).
+    `student_rows(rows, s_logp, z)` with the student's log-probabilities at temperature 1 (or, when the loss runs
+    at another temperature, s_logp=None and the logits z); `student_grad(rows, s_logp, grad_logp, grad_sum)` with
+    the chunk's dL/d log s rows (only when a gradient is taken).
     """
 
     def __init__(self, labels: Tensor) -> None:
         n, device = labels.numel(), labels.device
         self.labels = labels
-        self.top_is_label = {name: torch.zeros(n, dtype=torch.bool, device=device)
-                             for name in ("privileged_student", "teacher")}
         self.log_s = torch.zeros(n, dtype=torch.float32, device=device)
         self.step_dir = torch.zeros(n, dtype=torch.float32, device=device)
         self.has_grad = False
-
-    @classmethod
-    def for_targets(cls, targets: Mapping[str, Any], labels: Tensor) -> Optional["DiagnosticsProbe"]:
-        """A probe when both privileged policies are scored (`targets` holds both row functions), else None."""
-        if targets.get("privileged_student") is None or targets.get("teacher") is None:
-            return None
-        return cls(labels)
-
-    @torch.no_grad()
-    def target_rows(self, name: str, rows: slice, z: Tensor) -> None:
-        self.top_is_label[name][rows] = z.argmax(-1) == self.labels[rows]
 
     @torch.no_grad()
     def student_rows(self, rows: slice, s_logp: Optional[Tensor], z: Optional[Tensor] = None) -> None:
@@ -158,6 +145,7 @@ class DiagnosticsProbe:
         self.step_dir[rows] = logp_step_direction(s_logp, grad_logp, self.labels[rows], grad_sum)
         self.has_grad = True
 
-    def metrics(self, regimes: Tensor, log_q_s: Tensor, log_q_t: Tensor) -> dict[str, float]:
-        return diagnostic_metrics(regimes, self.log_s, log_q_s, log_q_t, self.top_is_label["teacher"],
-                                  self.top_is_label["privileged_student"], self.step_dir if self.has_grad else None)
+    def metrics(self, regimes: Tensor, log_q_s: Tensor, log_q_t: Tensor, teacher_top_is_label: Tensor,
+                priv_top_is_label: Tensor) -> dict[str, float]:
+        return diagnostic_metrics(regimes, self.log_s, log_q_s, log_q_t, teacher_top_is_label, priv_top_is_label,
+                                  self.step_dir if self.has_grad else None)

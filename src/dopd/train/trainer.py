@@ -41,6 +41,7 @@ class _MicroBatch:
     samples: list
     rollout: Optional[RolloutResult] = None
     targets: Optional[tuple] = None  # cached no-grad passes (see _score_targets), or None: recomputed
+    routing: Any = None  # dopd.distill.RoutingPass of its tokens, computed once for the step's statistics
 
 
 @dataclass
@@ -185,7 +186,8 @@ class DOPDTrainer(Trainer):
         targets = mb.targets if mb.targets is not None else self._score_targets(model, mb.samples, mb.rollout)
         mb.targets = None  # used once: free the cache as the step goes
         loss = self._distill_loss(model, mb.samples, mb.rollout, targets=targets, thresholds=step.thresholds,
-                                  denominator=step.denominator)
+                                  denominator=step.denominator, routing=mb.routing)
+        mb.routing = None
         _sync(self.args.device)
         self._phase["scoring_s"] += time.perf_counter() - started
         return loss
@@ -193,6 +195,7 @@ class DOPDTrainer(Trainer):
     def _prepare_step(self, model: torch.nn.Module, step: _Step) -> None:
         """Roll out every micro-batch of the step at once, score the no-grad passes, compute the step's routing
         statistics (across ranks when `rank_scope` is global) and the denominator of its mean."""
+        from dopd.distill import routing_pass_from_hidden
         from dopd.distill.routing import all_gather_varlen, compute_thresholds
 
         samples = [s for mb in step.micro for s in mb.samples]
@@ -212,10 +215,16 @@ class DOPDTrainer(Trainer):
             targets = self._score_targets(model, mb.samples, mb.rollout)
             hidden_p, labels_p, hidden_t, labels_t, head_t = targets
             if hidden_p is not None and hidden_t is not None:
+                # pass 1 of the objective, once: the step's statistics here, and this micro-batch's loss later
                 student = self.accelerator.unwrap_model(model)
                 head_s = self.adapter.unwrap(student).get_output_embeddings()
-                log_q_s.append(self._sampled_logq(hidden_p, labels_p, head_s))
-                log_q_t.append(self._sampled_logq(hidden_t, labels_t, head_t))
+                _check_same_tokens(labels_p, labels_t, "teacher")
+                with gathered_parameters(head_s), gathered_parameters(head_t):
+                    mb.routing = routing_pass_from_hidden(
+                        hidden_p, hidden_t, labels_p.to(hidden_p.device), head_s, head_t,
+                        self.distill_args.loss_chunk_size or None, vocab_size=self.adapter.vocab_size)
+                log_q_s.append(mb.routing.log_q_s)
+                log_q_t.append(mb.routing.log_q_t)
             if cache == "cpu":
                 mb.targets = tuple(t.to("cpu") if isinstance(t, torch.Tensor) else t for t in targets)
             elif cache == "device":
@@ -236,21 +245,6 @@ class DOPDTrainer(Trainer):
         step.prepared = True
         _sync(self.args.device)
         self._phase["scoring_s"] += time.perf_counter() - started
-
-    @torch.no_grad()
-    def _sampled_logq(self, hidden: torch.Tensor, labels: torch.Tensor, head: Any) -> torch.Tensor:
-        """log q of the sampled tokens (valid positions, row-major: the order the objective uses), computed from
-        hidden states exactly as the objective's routing pass does."""
-        from dopd.distill.loss import sampled_logprobs, valid_positions
-
-        flat_idx, labels_v, _ = valid_positions(labels.to(hidden.device))
-        rows = hidden.reshape(-1, hidden.shape[-1])[flat_idx]
-        vocab = self.adapter.vocab_size
-        chunk = max(1, self.distill_args.loss_chunk_size or rows.shape[0] or 1)
-        with gathered_parameters(head):
-            weight = head.weight[:vocab]
-            bias = head.bias[:vocab] if getattr(head, "bias", None) is not None else None
-            return sampled_logprobs(lambda r: F.linear(rows[r], weight, bias).float(), labels_v, chunk)
 
     # ------------------------------------------------------------------ rollout
     def rollout(self, model: torch.nn.Module, samples: list) -> RolloutResult:
@@ -298,9 +292,10 @@ class DOPDTrainer(Trainer):
 
     def _distill_loss(self, model: torch.nn.Module, samples: list, rollout: RolloutResult,
                       targets: Optional[tuple] = None, thresholds: Any = None,
-                      denominator: Optional[float] = None) -> torch.Tensor:
+                      denominator: Optional[float] = None, routing: Any = None) -> torch.Tensor:
         """The graded pass and the objective for one micro-batch; `targets` (from `_score_targets`, possibly
-        cached) and the step's `thresholds` / `denominator` when the step is the unit."""
+        cached) and the step's `thresholds` / `denominator` / this micro-batch's `routing` pass when the step is the
+        unit."""
         from dopd.distill import dopd_loss_from_hidden
 
         student = self.accelerator.unwrap_model(model)
@@ -330,7 +325,7 @@ class DOPDTrainer(Trainer):
             out = dopd_loss_from_hidden(
                 hidden_s, hidden_p, hidden_t, labels, head_s, head_t, config=cfg,
                 chunk_size=self.distill_args.loss_chunk_size or None, vocab_size=vocab, thresholds=thresholds,
-                denominator=denominator,
+                denominator=denominator, routing=routing,
             )
         for key, value in out.metrics.items():
             if value is not None and not (isinstance(value, float) and math.isnan(value)):

@@ -1,0 +1,222 @@
+"""The objective's two passes over the valid (response) tokens, chunk by chunk of rows.
+
+1. `routing_pass` (no grad): log q_S and log q_T of the sampled tokens at temperature 1, and whether each is the
+   target's top choice (for the diagnostics). Its result can be computed once and handed to the loss (the trainer
+   does so when it routes over the optimizer step).
+2. `loss_pass`: per chunk, the student's log-probabilities, and for each (target, divergence) term of the routing
+   table the divergence on only the rows whose regime uses it (targets evaluated on those rows only); the gradient
+   wrt the chunk's logit rows is handed to a sink.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional, Union
+
+import torch
+from torch import Tensor
+
+from .config import DOPDLossConfig
+from .diagnostics import DiagnosticsProbe
+from .divergences import FULL_FUNCTIONS, LOG_FLOOR, divergence, log_probs, renormalized
+from .plan import Plan
+
+# rows of the valid-token list (a slice, or an index tensor) -> target logits [n, V] (no grad)
+RowFn = Callable[[Union[slice, Tensor]], Tensor]
+GradSink = Callable[[int, int, Tensor], None]  # (start, end, d sum(L_n) / d z rows) -> stores what it needs
+
+
+# ---------------------------------------------------------------------------------------------- pass 1
+@dataclass
+class RoutingPass:
+    """Pass 1 over N valid tokens: log q_S and log q_T of the sampled tokens (temperature 1, float32 [N]), and
+    whether each sampled token is the privileged student's / the teacher's top choice ([N] bool)."""
+
+    log_q_s: Tensor
+    log_q_t: Tensor
+    priv_top_is_label: Tensor
+    teacher_top_is_label: Tensor
+
+    def check_matches(self, labels_v: Tensor) -> None:
+        if self.log_q_s.numel() != labels_v.numel() or self.log_q_t.numel() != labels_v.numel():
+            raise ValueError(
+                f"routing: a routing pass over {self.log_q_s.numel()} tokens was given for {labels_v.numel()} valid "
+                "tokens (compute it over the same labels)"
+            )
+
+
+@torch.no_grad()
+def sampled_logprobs(row_fn: RowFn, labels: Tensor, chunk: int) -> tuple[Tensor, Tensor]:
+    """(log p(labels) at temperature 1, float32 and floored like `log_probs`; whether each label is the argmax),
+    computed chunk by chunk."""
+    n = labels.numel()
+    out = torch.empty(n, dtype=torch.float32, device=labels.device)
+    top = torch.zeros(n, dtype=torch.bool, device=labels.device)
+    for start in range(0, n, chunk):
+        rows = slice(start, min(n, start + chunk))
+        z = row_fn(rows).float()
+        top[rows] = z.argmax(-1) == labels[rows]
+        lp = z.gather(-1, labels[rows].unsqueeze(-1)).squeeze(-1) - z.logsumexp(-1)
+        out[rows] = lp.clamp_min(-1.0e4)
+    return out, top
+
+
+def routing_pass(targets: dict[str, Optional[RowFn]], labels_v: Tensor, chunk: int) -> Optional[RoutingPass]:
+    """Pass 1. Computed whenever both targets are present (routing or, for unrouted presets, metrics only)."""
+    priv, teacher = targets.get("privileged_student"), targets.get("teacher")
+    if priv is None or teacher is None:
+        return None
+    log_q_s, priv_top = sampled_logprobs(priv, labels_v, chunk)
+    log_q_t, teacher_top = sampled_logprobs(teacher, labels_v, chunk)
+    return RoutingPass(log_q_s, log_q_t, priv_top, teacher_top)
+
+
+# ---------------------------------------------------------------------------------------------- pass 2
+def chunk_losses(
+    s_logp: Tensor,
+    rows: slice,
+    plan: Plan,
+    targets: dict[str, Optional[RowFn]],
+    config: DOPDLossConfig,
+    want_grad: bool = False,
+) -> tuple[Tensor, Optional[Tensor]]:
+    """Per-token loss (float32, detached) of the valid tokens `rows` (a slice of the list), and with `want_grad`
+    its gradient wrt s_logp, row by row ([n, V]; row n is d L_n / d s_logp_n).
+
+    s_logp: student log-probabilities [n, V] at the configured temperature. Each term's gradient is taken on its
+    own rows and added into one buffer, so autograd never holds a [n, V] zero-filled gradient per term. Row
+    subsets use advanced indexing / index_add_: on CPU, index_select of long rows is several times slower.
+    """
+    n, vocab = s_logp.shape
+    per_tok = torch.zeros(n, dtype=torch.float32, device=s_logp.device)
+    grad = torch.zeros_like(s_logp) if want_grad else None
+    labels = plan.labels[rows]
+    student_topk: Optional[Tensor] = None  # [n, K] indices, shared by the top-K terms of this chunk
+    for (target, div), w_all in plan.weights.items():
+        w = w_all[rows]
+        sel = w.nonzero().squeeze(1)
+        if sel.numel() == 0:
+            continue
+        every = sel.numel() == n
+        row_fn = targets[target]
+        with torch.no_grad():
+            t_logp = log_probs(row_fn(rows if every else sel + rows.start), config.temperature)
+        if div.endswith("_topk") and config.top_k < vocab:
+            # gather the K entries straight from the chunk's rows: no [rows, V] copy of the student, and the
+            # target's [rows, V] is released before the backward
+            if config.topk_support == "student":
+                if student_topk is None:
+                    student_topk = s_logp.topk(config.top_k, dim=-1, sorted=False).indices
+                idx = student_topk if every else student_topk[sel]
+            else:
+                idx = t_logp.topk(config.top_k, dim=-1, sorted=False).indices
+            where = ((torch.arange(n, device=s_logp.device) if every else sel).unsqueeze(1), idx)
+            s_in = s_logp[where]
+            t_in = t_logp.gather(1, idx)
+            del t_logp
+            with torch.enable_grad():
+                if want_grad:
+                    s_in.requires_grad_(True)
+                s_k, t_k = renormalized(s_in, t_in, config.topk_renormalize)
+                val = FULL_FUNCTIONS[div[: -len("_topk")]](s_k, t_k)
+        else:
+            where = None
+            s_in = (s_logp if every else s_logp[sel]).detach()
+            with torch.enable_grad():
+                if want_grad:
+                    s_in.requires_grad_(True)
+                val = divergence(div, s_in, t_logp, labels if every else labels[sel], top_k=config.top_k,
+                                 topk_support=config.topk_support, topk_renormalize=config.topk_renormalize)
+            del t_logp
+        with torch.enable_grad():
+            contrib = (w if every else w[sel]) * val
+            g_in = torch.autograd.grad(contrib.sum(), s_in)[0] if want_grad else None
+        del s_in, val
+        if g_in is not None:
+            if where is not None:  # [rows, K] entries of the support
+                grad.index_put_(where, g_in, accumulate=True)
+            elif every:
+                grad.add_(g_in)
+            else:
+                grad.index_add_(0, sel, g_in)
+            del g_in
+        contrib = contrib.detach()
+        per_tok = per_tok + contrib if every else per_tok.index_add(0, sel, contrib)
+    return per_tok, grad
+
+
+@torch.no_grad()
+def _entropy(logp: Tensor) -> Tensor:
+    return -torch.linalg.vecdot(logp.exp(), logp)  # one [n, V] temporary
+
+
+
+
+def loss_pass(
+    student_rows: Callable[[int, int], Tensor],
+    n: int,
+    plan: Plan,
+    targets: dict[str, Optional[RowFn]],
+    config: DOPDLossConfig,
+    chunk: int,
+    sink: Optional[GradSink],
+    device: torch.device,
+    probe: Optional[DiagnosticsProbe] = None,
+) -> tuple[Tensor, Tensor]:
+    """Run pass 2 chunk by chunk; hand each chunk's logit-row gradients to `sink` (None: values only)."""
+    per_tok = torch.zeros(n, dtype=torch.float32, device=device)
+    entropy = torch.zeros(n, dtype=torch.float32, device=device)
+    tau = config.temperature
+    for start in range(0, n, chunk):
+        end = min(n, start + chunk)
+        rows = slice(start, end)
+        # The graph starts at the student log-probabilities, not at the logits: the logits chunk is freed right
+        # away and the log-softmax backward is applied by hand below (one [n, V] tensor instead of three).
+        with torch.no_grad():
+            z = student_rows(start, end)
+            z_dtype = z.dtype
+            s_logp = log_probs(z, tau)
+            if probe is not None:
+                probe.student_rows(rows, s_logp if tau == 1.0 else None, z)
+            if tau != 1.0:
+                entropy[rows] = _entropy(log_probs(z, 1.0))
+            del z
+            if tau == 1.0:
+                entropy[rows] = _entropy(s_logp)
+        pt, g = chunk_losses(s_logp, rows, plan, targets, config, want_grad=sink is not None)
+        per_tok[rows] = pt
+        if sink is not None:
+            with torch.no_grad():
+                # d/dz of clamp_min(log_softmax(z / tau), LOG_FLOOR): no gradient at floored entries, then
+                # dz = (g - softmax * sum(g)) / tau; s_logp is not needed any more: exponentiated in place
+                g.masked_fill_(s_logp <= LOG_FLOOR, 0.0)
+                g_sum = g.sum(-1, keepdim=True)
+                if probe is not None:  # before the in-place softmax backward below
+                    probe.student_grad(rows, s_logp, g, g_sum)
+                g.sub_(s_logp.exp_().mul_(g_sum))
+                if tau != 1.0:
+                    g.div_(tau)
+                sink(start, end, g.to(z_dtype))
+            del g
+        del s_logp
+    return per_tok, entropy
+
+
+def start_routing(targets: dict[str, Optional[RowFn]], labels_v: Tensor, chunk: int,
+                  routing: Optional[RoutingPass] = None) -> tuple[Optional[RoutingPass], Optional[DiagnosticsProbe]]:
+    """Pass 1 (or the one handed in, computed earlier over the same labels) and the diagnostics probe the loss pass
+    fills: both None unless both privileged policies are scored."""
+    if targets.get("privileged_student") is None or targets.get("teacher") is None:
+        return None, None
+    if routing is None:
+        routing = routing_pass(targets, labels_v, chunk)
+    else:
+        routing.check_matches(labels_v)
+    return routing, DiagnosticsProbe(labels_v)
+
+
+def diagnostics_of(probe: Optional[DiagnosticsProbe], plan: Plan, routing: Optional[RoutingPass]) -> dict[str, float]:
+    if probe is None or routing is None:
+        return {}
+    return probe.metrics(plan.regimes, routing.log_q_s, routing.log_q_t, routing.teacher_top_is_label,
+                         routing.priv_top_is_label)
