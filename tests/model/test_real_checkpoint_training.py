@@ -71,7 +71,8 @@ def test_bf16_trainable_params_are_fp32_without_deepspeed(tiny_model, ftype) -> 
 def test_bf16_small_lr_updates_are_not_rounded_away(tmp_path) -> None:
     """One DOPD step at the paper's lr 5e-6 on a bf16 checkpoint must move the weights (bf16 weights of size ~1e-2
     cannot represent a 5e-6 change: without an fp32 copy the step is lost)."""
-    from dopd.train.workflow import resolve_model_path, run_train
+    from dopd.model.paths import resolve_model_path
+    from dopd.train.workflow import run_train
     from tests.train.test_train_e2e import make_config, trainable_state
 
     cfg = make_config(tmp_path, torch_dtype="bfloat16", learning_rate=5e-6, max_steps=1, save_steps=10,

@@ -1,16 +1,12 @@
 """One trainer builder: `run_train` and the benchmarks build the DOPDTrainer through `build_trainer`, so the
 benchmarks measure what users run."""
 
-import sys
-from pathlib import Path
-
 import dopd.train.workflow as workflow
 from dopd.model import load_adapter
+from dopd.model.paths import resolve_model_path
 from dopd.train.trainer import DOPDTrainer
 
 from .test_train_e2e import make_config
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _spy(monkeypatch):
@@ -36,20 +32,17 @@ def test_run_train_builds_through_build_trainer(tmp_path, monkeypatch):
 
 def test_benchmarks_build_through_build_trainer(tmp_path, monkeypatch):
     calls = _spy(monkeypatch)
-    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
-    sys.modules.pop("common", None)
-    import common
+    from benchmarks.lib import data as bench_data, trainers as bench_trainers
 
     cfg = make_config(tmp_path, max_steps=1)
-    student_dir = workflow.resolve_model_path(cfg.model.model_name_or_path, "student")
-    teacher_dir = workflow.resolve_model_path(cfg.model.teacher_model_name_or_path, "teacher")
+    student_dir = resolve_model_path(cfg.model.model_name_or_path, "student")
+    teacher_dir = resolve_model_path(cfg.model.teacher_model_name_or_path, "teacher")
     from transformers import AutoModelForCausalLM
 
     student, teacher = (AutoModelForCausalLM.from_pretrained(d) for d in (student_dir, teacher_dir))
-    samples = common.make_samples("qwen2", 2, 8, 4, None)
-    trainer = common.make_dopd_trainer(cfg, student, teacher, samples)
+    samples = bench_data.make_samples("qwen2", 2, 8, 4, None)
+    trainer = bench_trainers.make_dopd_trainer(cfg, student, teacher, samples)
     assert len(calls) == 1 and calls[0][1] == {"student": student, "teacher": teacher}
     assert trainer.model is student and trainer.teacher is teacher and not teacher.training
     assert not any(p.requires_grad for p in teacher.parameters())
     assert type(trainer.adapter) is type(load_adapter(student_dir))
-    sys.modules.pop("common", None)

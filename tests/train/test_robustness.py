@@ -10,7 +10,8 @@ import time
 import torch
 import yaml
 
-from dopd.train.workflow import resolve_model_path, run_train
+from dopd.model.paths import resolve_model_path
+from dopd.train.workflow import run_train
 
 from .test_train_e2e import REPO, make_config, trainable_state
 

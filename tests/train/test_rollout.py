@@ -58,7 +58,7 @@ def test_scorings_see_the_generated_tokens(tmp_path, monkeypatch, family, datase
 
 def test_vlm_answers_never_contain_vision_markers(tmp_path):
     from dopd.model import load_adapter
-    from dopd.train.workflow import resolve_model_path
+    from dopd.model.paths import resolve_model_path
 
     adapter = load_adapter(resolve_model_path("tiny:qwen2_vl:student", "student"))
     markers = set(adapter.suppressed_token_ids)

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from dopd.hparams import ConfigError, parse_config
-from dopd.train.workflow import resolve_model_path, run_train
+from dopd.model.paths import resolve_model_path
+from dopd.train.workflow import run_train
 
 REPO = Path(__file__).resolve().parents[2]
 REGIMES = ("HT", "HS", "LH", "LL")

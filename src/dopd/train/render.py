@@ -78,7 +78,7 @@ def render_samples(cfg: Any, num_samples: int = 2) -> tuple[list[RenderedSample]
     from dopd.data import load_dataset_samples
     from dopd.model import load_adapter
     from dopd.train.dataset import PromptViewDataset
-    from dopd.train.workflow import resolve_model_path
+    from dopd.model.paths import resolve_model_path
 
     model_args, data_args = cfg.model, cfg.data
     names = data_args.dataset or data_args.eval_dataset

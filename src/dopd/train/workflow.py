@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
 from dopd.hparams import ConfigError, DOPDConfig, parse_config
-# the model layer resolves `tiny:` names; re-exported here for train/render.py, tests/train and benchmarks/
-from dopd.model.paths import resolve_model_path
 
 logger = logging.getLogger("dopd")
 
@@ -51,6 +49,7 @@ def build_trainer(cfg: DOPDConfig, samples: Sequence[Any], eval_samples: Optiona
     from dopd.distill import DOPDLossConfig
     from dopd.model import apply_finetuning, check_compatibility, load_adapter, load_model
     from dopd.model.loader import freeze_model
+    from dopd.model.paths import resolve_model_path
     from dopd.train.callbacks import GracefulStopCallback, JsonlLogCallback, NonFiniteLossCallback, use_compact_console
     from dopd.train.dataset import PromptViewDataset, collate_encoded_samples
     from dopd.train.trainer import DOPDTrainer
