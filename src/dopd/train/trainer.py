@@ -23,7 +23,7 @@ import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +32,12 @@ from transformers import Trainer
 from dopd.train.distributed import gathered_parameters, prepare_teacher
 from dopd.train.rollout import RolloutResult, build_rollout_engine, model_for_generation, repeat_each
 from dopd.train.scoring import gather_response
+
+if TYPE_CHECKING:
+    from dopd.distill import DOPDLossConfig
+    from dopd.hparams import DataArguments, DistillArguments, RolloutArguments
+    from dopd.hparams.eval_args import EvalArguments
+    from dopd.model.adapters.base import ModelAdapter
 
 logger = logging.getLogger(__name__)
 
@@ -64,15 +70,15 @@ class DOPDTrainer(Trainer):
     def __init__(
         self,
         *args: Any,
-        adapter: Any,
+        adapter: ModelAdapter,
         teacher: Optional[torch.nn.Module] = None,
-        teacher_adapter: Optional[Any] = None,
+        teacher_adapter: Optional[ModelAdapter] = None,
         stage: str = "dopd",
-        loss_config: Any = None,
-        rollout_args: Any = None,
-        distill_args: Any = None,
-        data_args: Any = None,
-        eval_args: Any = None,
+        loss_config: Optional[DOPDLossConfig] = None,
+        rollout_args: Optional[RolloutArguments] = None,
+        distill_args: Optional[DistillArguments] = None,
+        data_args: Optional[DataArguments] = None,
+        eval_args: Optional[EvalArguments] = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)

@@ -10,9 +10,15 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from dopd.hparams import ConfigError, DOPDConfig, parse_config
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+    from dopd.data import CanonicalSample
+    from dopd.train.trainer import DOPDTrainer
 
 logger = logging.getLogger("dopd")
 
@@ -34,8 +40,9 @@ def _resume_arg(value: Any) -> Any:
     return value
 
 
-def build_trainer(cfg: DOPDConfig, samples: Sequence[Any], eval_samples: Optional[Sequence[Any]] = None, *,
-                  student: Any = None, teacher: Any = None) -> Any:
+def build_trainer(cfg: DOPDConfig, samples: Sequence[CanonicalSample],
+                  eval_samples: Optional[Sequence[CanonicalSample]] = None, *,
+                  student: Optional[PreTrainedModel] = None, teacher: Optional[PreTrainedModel] = None) -> DOPDTrainer:
     """The one way a `DOPDTrainer` is built: `run_train` and every benchmark call this, so benchmarks measure what
     users run.
 
@@ -153,7 +160,7 @@ def run_train(cfg: DOPDConfig) -> TrainResult:
                        stopped)
 
 
-def _check_replicas(trainer: Any, output_dir: str) -> None:
+def _check_replicas(trainer: DOPDTrainer, output_dir: str) -> None:
     from dopd.train.distributed import rank_checksums
 
     sums = rank_checksums(trainer.model_wrapped, trainer.accelerator)
