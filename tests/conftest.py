@@ -1,7 +1,7 @@
 """Shared fixtures: tiny random-init models, built once per test session and cached on disk.
 
 The cache folder is `$DOPD_TINY_DIR` when set (reuse across sessions), else a session temp dir; the env var is
-set for the whole session so `tiny:<family>` model names in configs (dopd.train.workflow) resolve to the same
+set for the whole session so `tiny:<family>` model names in configs (dopd.model.paths) resolve to the same
 folders (`<family>-<size>-<tokenizer>`).
 """
 
