@@ -2,7 +2,6 @@
 with a privileged teacher (whose sampled-token gradient follows the teacher on every token, by construction)."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,10 +11,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_quick_probe_writes_both_methods_diagnostics(tmp_path):
     out_json = tmp_path / "diag.json"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run([sys.executable, "-m", "benchmarks.privilege_illusion.diagnostics_probe", "--quick",
                            "--out", str(tmp_path / "work"), "--json", str(out_json)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(out_json.read_text())
     assert set(result["logs"]) == {"dopd", "vanilla_opd_priv"} and result["steps"] == 2

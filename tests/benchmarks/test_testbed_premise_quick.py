@@ -4,7 +4,6 @@ pipeline, not the outcome, into a temp folder."""
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -31,9 +30,8 @@ def test_premise_section_replaces_itself_and_survives_the_default_page(tmp_path)
 def test_quick_premise_variant_runs_into_tmp(tmp_path):
     before = [_digest(REPO / "docs" / name) for name in DOCS]
     out = tmp_path / "work"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, "-m", "benchmarks.privilege_illusion", "--variant", "premise", "--quick", "--out", str(out)]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert [_digest(REPO / "docs" / name) for name in DOCS] == before, "the quick run overwrote docs/"
 

@@ -5,7 +5,6 @@ outcome; and that the committed docs/testbed*.md / .png pages are left alone."""
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,9 +20,8 @@ def _digest(path: Path) -> str:
 def _run_quick(tmp_path, extra):
     before = [_digest(REPO / "docs" / name) for name in DOCS]
     out = tmp_path / "work"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run([sys.executable, "-m", "benchmarks.privilege_illusion", *extra, "--quick", "--out", str(out)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert [_digest(REPO / "docs" / name) for name in DOCS] == before, "the quick run overwrote docs/testbed*"
     return out
