@@ -155,6 +155,36 @@ def _cpu_flag_for_multiprocess_deepspeed(kwargs: dict[str, Any], source: str) ->
     kwargs["use_cpu"] = False  # no CUDA: the processes run on the CPU either way
 
 
+def _field_default(cls: type, name: str) -> Any:
+    field = {f.name: f for f in dataclasses.fields(cls)}.get(name)
+    if field is None:
+        return None
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return None if field.default is dataclasses.MISSING else field.default
+
+
+def _import_integrations_without_wandb_notice(report_to: Any) -> None:
+    """transformers prints "Running in WANDB offline mode" when its integrations module is first imported (by
+    `TrainingArguments`) with WANDB_MODE=offline in the environment, whatever `report_to` says. A run that does not
+    report to wandb imports that module first with WANDB_MODE hidden, so the notice appears only for runs using
+    wandb; the environment is restored right after."""
+    import importlib
+    import sys
+
+    name = "transformers.integrations.integration_utils"
+    if name in sys.modules or "WANDB_MODE" not in os.environ:
+        return
+    targets = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    if any(str(t) in ("wandb", "all") for t in targets):
+        return
+    saved = os.environ.pop("WANDB_MODE")
+    try:
+        importlib.import_module(name)
+    finally:
+        os.environ["WANDB_MODE"] = saved
+
+
 def parse_config_dict(config: dict[str, Any], with_training: bool = True, source: str = "config") -> DOPDConfig:
     check_unknown_keys(config, with_training, source)
     owners = known_keys(with_training=True)
@@ -176,6 +206,7 @@ def parse_config_dict(config: dict[str, Any], with_training: bool = True, source
         tcls = _training_class()
         kwargs = per_class.get(tcls, {})
         _cpu_flag_for_multiprocess_deepspeed(kwargs, source)
+        _import_integrations_without_wandb_notice(kwargs.get("report_to", _field_default(tcls, "report_to")))
         try:
             training = tcls(**kwargs)
         except (TypeError, ValueError) as err:
