@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from .adapters.base import ModelAdapter
-from .adapters.text import hub_kwargs
+from .pretrained import hub_kwargs
 from .registry import get_adapter_class
 
 logger = logging.getLogger(__name__)
