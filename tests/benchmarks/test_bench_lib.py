@@ -1,6 +1,6 @@
 """benchmarks/lib and the synthetic-model benchmark scripts: each script runs as `python -m benchmarks.<name>` from the
-repo root (no sys.path edits), the table format the pages quote, the summary statistics, and the trainer built through
-`dopd.train.workflow.build_trainer`. A tiny `bench_step` run end to end is marked slow."""
+repo root (nothing added to the import path), the table format the pages quote, the summary statistics, and the
+trainer built through `dopd.train.workflow.build_trainer`. A tiny `bench_step` run end to end is marked slow."""
 
 import json
 import subprocess
