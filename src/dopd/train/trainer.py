@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer
 
+from dopd.train.callbacks import GracefulStopCallback, JsonlLogCallback, NonFiniteLossCallback
 from dopd.train.distributed import gathered_parameters, prepare_teacher
 from dopd.train.rollout import RolloutResult, build_rollout_engine, model_for_generation, repeat_each
 from dopd.train.scoring import gather_response
@@ -93,6 +94,8 @@ class DOPDTrainer(Trainer):
         self.eval_args = eval_args
         self._metrics: dict[str, list[float]] = defaultdict(list)
         self.skip_next_update = False  # set by a non-finite loss; honoured by NonFiniteLossCallback
+        self.num_truncated = 0  # prompts shortened to cutoff_len so far
+        self._zero_anchor: Optional[torch.Tensor] = None  # what a non-finite loss is replaced by (see _guard_finite)
         from dopd.distill.routing import resolve_routing_scope
 
         scope = getattr(distill_args, "routing_scope", "micro_batch") if distill_args is not None else "micro_batch"
@@ -108,6 +111,14 @@ class DOPDTrainer(Trainer):
             self.loss_is_scaled_for_ga = True
         if self.teacher is not None:
             self.teacher = prepare_teacher(self.teacher, self.accelerator, self.args.device)
+        # the run's own callbacks: trainer_log.jsonl, a checkpoint on SIGTERM/Ctrl-C (its signal handlers are
+        # installed by the caller, run_train), and skipping updates after a non-finite loss
+        from dopd.hparams import DistillArguments
+
+        self.graceful_stop = GracefulStopCallback()
+        self.nonfinite_guard = NonFiniteLossCallback(self, (distill_args or DistillArguments()).max_nonfinite_steps)
+        for callback in (JsonlLogCallback(), self.graceful_stop, self.nonfinite_guard):
+            self.add_callback(callback)
 
     # ------------------------------------------------------------------ metrics
     def _record(self, name: str, value: float) -> None:
@@ -379,7 +390,7 @@ class DOPDTrainer(Trainer):
                   for s in samples)
         self._record("prompts/truncated_fraction", cut / len(samples))
         if cut:
-            self.num_truncated = getattr(self, "num_truncated", 0) + cut
+            self.num_truncated += cut
             logger.warning("%d prompt(s) in this batch exceeded cutoff_len=%s and were shortened (%d so far): "
                            "raise cutoff_len to keep them whole", cut, self.data_args.cutoff_len if self.data_args
                            else "?", self.num_truncated)

@@ -47,9 +47,9 @@ def build_trainer(cfg: DOPDConfig, samples: Sequence[CanonicalSample],
     users run.
 
     config + validated `CanonicalSample`s -> adapters (the teacher's checked against the student's), models,
-    finetuning, the lazy prompt-view datasets, the trainer and its callbacks (`trainer_log.jsonl`, the graceful stop
-    on SIGTERM/Ctrl-C as `trainer.graceful_stop`, whose signal handlers the caller installs, and the non-finite loss
-    guard as `trainer.nonfinite_guard`). `student` / `teacher`: models already in memory to use instead of loading
+    finetuning, the lazy prompt-view datasets, the trainer (which adds its own callbacks: `trainer_log.jsonl`, the
+    graceful stop on SIGTERM/Ctrl-C as `trainer.graceful_stop`, whose signal handlers the caller installs, and the
+    non-finite loss guard as `trainer.nonfinite_guard`) and the compact console. `student` / `teacher`: models already in memory to use instead of loading
     `model_name_or_path` / `teacher_model_name_or_path` (those folders still give the adapters: config, tokenizer,
     processor); an in-memory teacher is frozen like a loaded one.
     """
@@ -57,7 +57,7 @@ def build_trainer(cfg: DOPDConfig, samples: Sequence[CanonicalSample],
     from dopd.model import apply_finetuning, check_compatibility, load_adapter, load_model
     from dopd.model.loader import freeze_model
     from dopd.model.paths import resolve_model_path
-    from dopd.train.callbacks import GracefulStopCallback, JsonlLogCallback, NonFiniteLossCallback, use_compact_console
+    from dopd.train.callbacks import use_compact_console
     from dopd.train.dataset import PromptViewDataset, collate_encoded_samples
     from dopd.train.trainer import DOPDTrainer
 
@@ -97,10 +97,6 @@ def build_trainer(cfg: DOPDConfig, samples: Sequence[CanonicalSample],
         teacher_adapter=teacher_adapter, stage=stage, loss_config=loss_config, rollout_args=rollout_args,
         distill_args=distill_args,
     )
-    trainer.graceful_stop = GracefulStopCallback()
-    trainer.nonfinite_guard = NonFiniteLossCallback(trainer, distill_args.max_nonfinite_steps)
-    for callback in (JsonlLogCallback(), trainer.graceful_stop, trainer.nonfinite_guard):
-        trainer.add_callback(callback)
     use_compact_console(trainer)  # one console line per log record; the whole record stays in trainer_log.jsonl
     return trainer
 
