@@ -186,3 +186,42 @@ def test_second_backward_is_refused_clearly():
     out.loss.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="backward ran twice"):
         out.loss.backward()
+
+
+@pytest.mark.parametrize("mode", ["bf16 weights", "fp32 weights under autocast"])
+def test_cpu_vocabulary_reductions_run_in_float32(mode):
+    """On CPU the two products that sum over the vocabulary (d/d hidden = g @ W, d/d W = g^T @ h) run in float32: a
+    bf16 matmul with a ~152k-long reduction took 494 s against 0.9 s in float32 on this AVX2 machine
+    (docs/benchmarks.md). Checked at the dispatcher: no low-precision mm/addmm whose reduction runs over V."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    V, H = 96, 16
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(2, 5, H, generator=g)
+    head = torch.nn.Linear(H, V, bias=False)
+    labels = torch.randint(0, V, (2, 5), generator=g)
+    seen: list[tuple[str, torch.dtype, int]] = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = str(func.overloadpacket.__name__)
+            if name in ("mm", "addmm"):
+                a, b = (args[0], args[1]) if name == "mm" else (args[1], args[2])
+                seen.append((name, a.dtype, a.shape[-1]))
+            return func(*args, **(kwargs or {}))
+
+    cfg = DOPDLossConfig(preset="opsd")  # the privileged student only: one lm_head
+    if mode == "bf16 weights":
+        head = head.to(torch.bfloat16)
+        hs = h.to(torch.bfloat16).requires_grad_(True)
+        context = torch.autocast("cpu", enabled=False)
+    else:
+        hs = h.clone().requires_grad_(True)
+        context = torch.autocast("cpu", dtype=torch.bfloat16)
+    with context, Record():
+        out = dopd_loss_from_hidden(hs, h.to(hs.dtype), None, labels, head, None, cfg, chunk_size=4)
+    out.loss.backward()
+    reductions = [(name, dtype) for name, dtype, k in seen if k == V]
+    assert reductions, "the gradient products over the vocabulary were not seen"
+    assert all(dtype == torch.float32 for _, dtype in reductions), reductions
+    assert torch.isfinite(hs.grad.float()).all() and torch.isfinite(head.weight.grad.float()).all()

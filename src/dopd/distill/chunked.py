@@ -28,6 +28,7 @@ from .routing import Thresholds
 
 LMHead = Union[torch.nn.Module, Tensor]
 _W_BLOCK_ROWS = 16384  # vocabulary rows per low-precision weight-gradient product (see the sink below)
+_CPU_ROWS = 256  # token rows per float32 copy of the gradient on CPU (see the sink below)
 
 
 def _weight_bias(head: LMHead, name: str) -> tuple[Tensor, Optional[Tensor]]:
@@ -67,7 +68,22 @@ class _FusedHiddenLoss(torch.autograd.Function):
         def student_rows(start: int, end: int) -> Tensor:
             return F.linear(h_all[start:end], w, b)
 
+        # CPU: the two products that reduce over the vocabulary (g @ W, g^T @ h) run in float32. A bf16 matmul with a
+        # ~152k-long reduction took 494 s against 0.9 s in float32 on an AVX2 CPU ([512, 151936] @ [151936, 512],
+        # docs/benchmarks.md); autocast would cast float32 operands back to bf16, so it is off for them.
+        cpu_float32 = w.device.type == "cpu" and (w.dtype != torch.float32 or torch.is_autocast_enabled("cpu"))
+        w_red = w.float() if cpu_float32 else w
+
         def sink(start: int, end: int, g: Tensor) -> None:
+            if cpu_float32:
+                with torch.autocast("cpu", enabled=False):
+                    for r0 in range(0, end - start, _CPU_ROWS):  # a float32 copy of a few rows of g at a time
+                        r1 = min(end - start, r0 + _CPU_ROWS)
+                        _sink_rows(start + r0, start + r1, g[r0:r1].float(), w_red)
+            else:
+                _sink_rows(start, end, g, w)
+
+        def _sink_rows(start: int, end: int, g: Tensor, w: Tensor) -> None:
             # scale the [n, H] side by the coefficients rather than the [n, V] gradient (no [n, V] temporary)
             c = coeff[start:end].unsqueeze(1)
             h = h_all[start:end]
