@@ -333,7 +333,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     logger.setLevel(logging.INFO)
-    logging.getLogger("dopd.eval").setLevel(logging.INFO)  # "eval: generated 150/200 prompts": progress of long evaluations
+    logging.getLogger("dopd.eval").setLevel(logging.INFO)  # "eval: generated 150/200 prompts" as it goes
     out = args.out or (tempfile.mkdtemp(prefix="real_pair_quick_") if args.quick else str(REPO / "saves" / "real_pair"))
     cfg = quick_config(out) if args.quick else RealPairConfig(out_dir=out)
     for name in ("steps", "eval_every", "num_eval", "batch", "num_generations", "max_new_tokens", "lr"):
