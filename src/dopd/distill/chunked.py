@@ -153,7 +153,8 @@ def _target_row_fns(
     targets: dict[str, Optional[RowFn]] = {"privileged_student": None, "teacher": None}
     if priv_hidden is not None:
         if priv_hidden.shape[:2] != labels.shape or priv_hidden.shape[-1] != w_s.shape[1]:
-            raise ValueError(f"priv_student_hidden must be [B, T, H] like the student's; got {tuple(priv_hidden.shape)}")
+            raise ValueError(
+                f"priv_student_hidden must be [B, T, H] like the student's; got {tuple(priv_hidden.shape)}")
         h_p = _rows(priv_hidden.detach(), flat_idx, dense)
         w_p, b_p = w_s.detach()[:vocab], b_s.detach()[:vocab] if b_s is not None else None
         targets["privileged_student"] = lambda rows: F.linear(h_p[rows], w_p, b_p).float()
