@@ -4,8 +4,8 @@ token, and whether the regime's gradient moves the student toward the teacher's 
 Pure tensor code, no model inside. The objective's routing pass records whether each target's top choice is the
 sampled token (from the [chunk, V] rows it computes anyway); its loss pass fills a `DiagnosticsProbe` (the
 student's log s(y) and the first-order change of log s(y) under a gradient step, from the chunk's gradient rows),
-and adds `diagnostic_metrics` to `out.metrics` (the trainer logs them as `dopd/<regime>/<stat>`). Computed only when both
-privileged policies are scored (q_S and q_T exist). See docs/objective.md, "Diagnostics".
+and adds `diagnostic_metrics` to `out.metrics` (the trainer logs them as `dopd/<regime>/<stat>`). Computed only
+when both privileged policies are scored (q_S and q_T exist). See docs/objective.md, "Diagnostics".
 
 Per valid token n with sampled token y, s = S(.|x, y<n), q_S = S(y|x,p,y<n), q_T = T(y|x,p,y<n) (temperature 1):
 
