@@ -33,6 +33,13 @@ NOTES = """- Precision: both models run in float32. On this machine (2 AVX2 core
   validation evaluation (20 problems, greedy answers of ~730 characters, ~180 tokens) took 72 min of wall time, so
   nothing past the hint-template measurement finished that day; each later stage appends its numbers here when it
   ends (`--report-only` regenerates the page).
+- Measured speed (2026-11-29, plain transformers `generate`, float32, the 0.5B, idle machine): 25 sequences decode
+  at ~0.82 s per step (33 ms per token; 1 sequence 233 ms, 64 sequences 23.5 ms per token), and the prefill of 25
+  prompts takes ~12 s. A greedy 200-problem evaluation (answers of ~800 characters, up to 256 tokens) is therefore
+  ~30 min of both cores for the 0.5B and about three times that for the 1.5B, and the whole page (reference stage,
+  then three methods with two evaluations each) about 7 hours of an otherwise idle 2-core CPU. The start's
+  evaluation below took 7,668 s because it ran at low priority beside benchmarks and test runs for most of that
+  time.
 - One seed; the learning rate (1e-5, constant) was set before any run and not tuned. With 8 steps of 8 answers a
   method sees 16 of the training problems: a change of a few points on 200 held-out problems is within the
   intervals."""
