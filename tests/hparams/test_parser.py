@@ -92,3 +92,18 @@ def test_config_reference_is_current():
 
     doc = Path(__file__).resolve().parents[2] / "docs" / "config.md"
     assert doc.read_text() == render_reference(), "regenerate: python -m dopd.hparams.reference > docs/config.md"
+
+
+def test_pure_bf16_reads_auto_dtype_as_bfloat16(tmp_path):
+    cfg = parse_config(write(tmp_path, "model_name_or_path: m\npure_bf16: true\noutput_dir: " + str(tmp_path)))
+    assert cfg.finetuning.pure_bf16 is True
+    assert cfg.model.torch_dtype == "bfloat16"
+
+
+@pytest.mark.parametrize("extra, words", [("torch_dtype: float32", ["pure_bf16", "torch_dtype", "'float32'"]),
+                                          ("deepspeed: ds.json", ["pure_bf16", "DeepSpeed"])])
+def test_pure_bf16_refuses_what_it_cannot_mean(tmp_path, extra, words):
+    path = write(tmp_path, f"model_name_or_path: m\npure_bf16: true\n{extra}\noutput_dir: {tmp_path}")
+    with pytest.raises(ConfigError) as err:
+        parse_config(path)
+    assert all(w in str(err.value) for w in words) and path in str(err.value)

@@ -68,6 +68,17 @@ def test_bf16_trainable_params_are_fp32_without_deepspeed(tiny_model, ftype) -> 
     assert model.dopd_compute_dtype == torch.bfloat16
 
 
+@pytest.mark.parametrize("ftype", ["full", "freeze"])
+def test_pure_bf16_trains_the_weights_in_bf16(tiny_model, ftype) -> None:
+    """`pure_bf16` (LLaMA-Factory's flag): no fp32 master copy and no autocast, so weights, gradients and AdamW
+    states take 8 bytes per parameter instead of 16. (LoRA adapters are fp32 either way: peft creates them so.)"""
+    adapter, model, args = _student(tiny_model("qwen2", "student"), "bfloat16")
+    model = apply_finetuning(model, adapter, FinetuningArguments(finetuning_type=ftype, pure_bf16=True), args)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert trainable and all(p.dtype == torch.bfloat16 for p in trainable)
+    assert getattr(model, "dopd_compute_dtype", None) is None
+
+
 def test_bf16_small_lr_updates_are_not_rounded_away(tmp_path) -> None:
     """One DOPD step at the paper's lr 5e-6 on a bf16 checkpoint must move the weights (bf16 weights of size ~1e-2
     cannot represent a 5e-6 change: without an fp32 copy the step is lost)."""
@@ -86,3 +97,15 @@ def test_bf16_small_lr_updates_are_not_rounded_away(tmp_path) -> None:
     # AdamW moves every weight by ~lr; in bf16 only those below ~1e-3 in size can represent that
     assert moved.float().mean() > 0.9, f"only {moved.float().mean():.1%} of the weights moved: updates rounded away"
     assert after[key].dtype == torch.float32  # the trained weights, not a bf16 rounding of them
+
+
+def test_pure_bf16_run_saves_bf16_weights(tmp_path) -> None:
+    """A training step under `pure_bf16` runs end to end and what it saves is the bf16 weights it trained."""
+    from dopd.train.workflow import run_train
+    from tests.train.test_train_e2e import make_config, trainable_state
+
+    cfg = make_config(tmp_path, pure_bf16=True, max_steps=1, save_steps=10, lr_scheduler_type="constant")
+    assert cfg.model.torch_dtype == "bfloat16"
+    run_train(cfg)
+    after = trainable_state(cfg.training.output_dir)
+    assert after and all(t.dtype == torch.bfloat16 for t in after.values())

@@ -33,6 +33,14 @@ class FinetuningArguments:
                           "included: the privileged-student pass and the graded pass then score the very policy that "
                           "sampled the answers."},
     )
+    pure_bf16: bool = field(
+        default=False,
+        metadata={"help": "Train the trainable weights in bfloat16 itself, without fp32 master weights "
+                          "(LLaMA-Factory's pure_bf16; torch_dtype becomes bfloat16). Weights, gradients and AdamW "
+                          "states take 8 bytes per parameter instead of 16, but updates smaller than a weight's bf16 "
+                          "resolution are lost (lr 1e-5 on weights of ~1e-2). For full and freeze tuning (peft makes "
+                          "LoRA adapters fp32 anyway); not with DeepSpeed, which keeps its own fp32 masters."},
+    )
     lora_rank: int = field(default=8, metadata={"help": "LoRA rank."})
     lora_alpha: Optional[int] = field(default=None, metadata={"help": "LoRA alpha (default: 2 * lora_rank)."})
     lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})

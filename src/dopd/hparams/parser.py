@@ -155,6 +155,22 @@ def _cpu_flag_for_multiprocess_deepspeed(kwargs: dict[str, Any], source: str) ->
     kwargs["use_cpu"] = False  # no CUDA: the processes run on the CPU either way
 
 
+def _check_pure_bf16(model: ModelArguments, finetuning: FinetuningArguments, training_kwargs: dict[str, Any],
+                     source: str) -> None:
+    """`pure_bf16` trains bf16 weights directly: it needs bf16 weights (`torch_dtype` auto is read as bfloat16) and
+    no DeepSpeed (whose optimizer keeps fp32 masters of its own, so the flag would silently mean nothing)."""
+    if not finetuning.pure_bf16:
+        return
+    if model.torch_dtype in (None, "", "auto"):
+        model.torch_dtype = "bfloat16"
+    elif model.torch_dtype != "bfloat16":
+        raise ConfigError(f"{source}: pure_bf16=true trains the weights in bfloat16, but torch_dtype is "
+                          f"{model.torch_dtype!r}: set torch_dtype: bfloat16 (or leave it unset), or drop pure_bf16")
+    if training_kwargs.get("deepspeed"):
+        raise ConfigError(f"{source}: pure_bf16=true does not apply under DeepSpeed, whose optimizer keeps fp32 "
+                          "master weights of its own: drop pure_bf16 (or deepspeed)")
+
+
 def _field_default(cls: type, name: str) -> Any:
     field = {f.name: f for f in dataclasses.fields(cls)}.get(name)
     if field is None:
@@ -202,6 +218,7 @@ def parse_config_dict(config: dict[str, Any], with_training: bool = True, source
         except (TypeError, ValueError) as err:
             raise ConfigError(f"{source}: {err}") from None
     training = None
+    _check_pure_bf16(built[ModelArguments], built[FinetuningArguments], per_class.get(_training_class(), {}), source)
     if with_training:
         tcls = _training_class()
         kwargs = per_class.get(tcls, {})

@@ -118,7 +118,8 @@ def apply_finetuning(model: nn.Module, adapter: ModelAdapter, finetuning_args: A
         raise ConfigError(f"finetuning_type must be full, freeze or lora, got {ftype!r}")
     if bool(getattr(finetuning_args, "disable_dropout", True)):
         disable_dropout(model)
-    upcast_trainable_params(model, training_args)
+    if not bool(getattr(finetuning_args, "pure_bf16", False)):
+        upcast_trainable_params(model, training_args)
     model.train()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
@@ -182,7 +183,8 @@ def upcast_trainable_params(model: nn.Module, training_args: Any = None) -> Opti
     ~1e-2 round away below lr ~1e-4. Frozen parameters (the rest of a freeze-tuned model, the vision tower, LoRA's
     base weights) stay in their dtype; the trainer runs the student under autocast to that dtype
     (`model.dopd_compute_dtype`). Cost: 2 more bytes per trainable parameter than bf16 weights (4 instead of 2;
-    gradients 4 instead of 2). DeepSpeed keeps its own fp32 master weights: nothing is changed under it.
+    gradients 4 instead of 2). DeepSpeed keeps its own fp32 master weights: nothing is changed under it. `pure_bf16`
+    skips this (LLaMA-Factory's flag of that name): weights, gradients and AdamW states stay in bf16.
     Returns the half dtype the trainable parameters had, or None when nothing was cast."""
     import torch
 
