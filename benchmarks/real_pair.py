@@ -321,7 +321,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                                                    "<out>/real_pair.jsonl with --quick)")
     p.add_argument("--report-dir", default=None, help="where real_pair.md and its PNG go (default docs/; "
                                                       "<out>/report with --quick)")
-    for name in ("steps", "eval_every", "num_eval", "batch", "num_generations", "max_new_tokens"):
+    for name in ("steps", "eval_every", "eval_batch", "num_eval", "batch", "num_generations", "max_new_tokens"):
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--hint-template", default=None, help="override the validation-chosen hint template")
@@ -336,7 +336,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     logging.getLogger("dopd.eval").setLevel(logging.INFO)  # "eval: generated 150/200 prompts" as it goes
     out = args.out or (tempfile.mkdtemp(prefix="real_pair_quick_") if args.quick else str(REPO / "saves" / "real_pair"))
     cfg = quick_config(out) if args.quick else RealPairConfig(out_dir=out)
-    for name in ("steps", "eval_every", "num_eval", "batch", "num_generations", "max_new_tokens", "lr"):
+    for name in ("steps", "eval_every", "eval_batch", "num_eval", "batch", "num_generations", "max_new_tokens", "lr"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
     if args.hint_template:
