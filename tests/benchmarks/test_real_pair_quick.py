@@ -100,3 +100,33 @@ def test_quick_runs_every_stage_into_tmp(tmp_path):
     for name in ("vanilla_opd", "vanilla_opd_priv", "dopd"):
         assert f"(`{name}`), step 2" in page
     assert (out / "report" / "real_pair_curves.png").stat().st_size > 0
+
+
+def test_reference_skips_only_evaluations_recorded_for_the_same_measurement(tmp_path):
+    from dataclasses import replace
+
+    from benchmarks.real_pair import RealPairConfig, recorded_reference, run_reference
+
+    for name in ("small", "large"):  # stand-ins for the real checkpoints (only their config.json is looked for)
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text("{}")
+    cfg = RealPairConfig(out_dir=str(tmp_path), student=str(tmp_path / "small"), teacher=str(tmp_path / "large"))
+    same = {"stage": "reference", "template": "block", "config": cfg.to_json(), "part": "student/x", "accuracy": 0.67}
+    other_n = {**same, "part": "student/x+p", "config": replace(cfg, num_eval=50).to_json()}
+    other_template = {**same, "part": "teacher/x", "template": "hint_line"}
+    done = recorded_reference(replace(cfg, eval_batch=100), "block", [same, other_n, other_template])
+    assert set(done) == {"student/x"}  # the eval batch size does not change a greedy measurement
+
+    measured = []
+    import benchmarks.real_pair as rp
+
+    def fake_evaluate(cfg, path, dataset, template, with_p, dtype):
+        measured.append((path.endswith("large"), with_p))
+        return {"accuracy": 0.5, "seconds": 1.0}
+
+    original, rp.evaluate = rp.evaluate, fake_evaluate
+    try:
+        run_reference(cfg, "T", lambda body: None, done)
+    finally:
+        rp.evaluate = original
+    assert measured == [(False, True), (True, True), (True, False)]  # student/x was not measured again
