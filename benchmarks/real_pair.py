@@ -316,7 +316,11 @@ def run_method(cfg: RealPairConfig, method: str, template: str) -> dict[str, Any
     eval_s = sum(p["seconds"] or 0.0 for p in curve)
     for path in Path(out).glob("*.safetensors"):  # only the numbers are kept
         path.unlink()
-    return {"curve": curve, "log": train_log, "train_s": round(seconds, 1), "eval_s": round(eval_s, 1),
+    steps_done = max((r["step"] for r in train_log), default=0)
+    # a run stopped before its last step (SIGTERM / Ctrl-C end training gracefully) is kept, but not as a result
+    part = "method" if steps_done >= cfg.steps else "stopped"
+    return {"part": part, "steps_done": steps_done,
+            "curve": curve, "log": train_log, "train_s": round(seconds, 1), "eval_s": round(eval_s, 1),
             "mean_step_s": round(sum(step_s) / len(step_s), 1) if step_s else None,
             "config_keys": {k: v for k, v in keys.items() if k not in ("output_dir", "dataset_dir")},
             "plots": [os.path.relpath(p, cfg.out_dir) for p in result.plots]}
@@ -392,7 +396,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         elif stage == "reference":
             emit(run_reference(cfg, template, emit, recorded_reference(cfg, tname, records)))
         else:
-            emit({"part": "method", **run_method(cfg, stage, template)})
+            emit(run_method(cfg, stage, template))
         logger.info("stage %s done in %.0f s -> %s", stage, time.time() - started, results)
     from benchmarks.real_pair_report import write_page
 

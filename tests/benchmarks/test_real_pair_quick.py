@@ -130,3 +130,22 @@ def test_reference_skips_only_evaluations_recorded_for_the_same_measurement(tmp_
     finally:
         rp.evaluate = original
     assert measured == [(False, True), (True, True), (True, False)]  # student/x was not measured again
+
+
+def test_a_run_stopped_before_its_last_step_is_not_recorded_as_a_result(tmp_path, monkeypatch):
+    """SIGTERM ends training gracefully and `run_train` returns; such a run must not count as the method's result."""
+    from types import SimpleNamespace
+
+    import dopd.train.workflow as workflow
+    from benchmarks.real_pair import RealPairConfig, run_method
+
+    for name in ("small", "large"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text("{}")
+    cfg = RealPairConfig(out_dir=str(tmp_path), student=str(tmp_path / "small"), teacher=str(tmp_path / "large"),
+                         steps=8)
+    for steps_run, part in ((2, "stopped"), (8, "method")):
+        log = [{"step": s, "loss": 0.1, "time/rollout_s": 1.0} for s in range(1, steps_run + 1)]
+        monkeypatch.setattr(workflow, "run_train", lambda config: SimpleNamespace(log_history=log, plots=[]))
+        out = run_method(cfg, "dopd", "T")
+        assert (out["part"], out["steps_done"]) == (part, steps_run)
