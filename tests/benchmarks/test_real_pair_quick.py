@@ -102,15 +102,22 @@ def test_quick_runs_every_stage_into_tmp(tmp_path):
     assert (out / "report" / "real_pair_curves.png").stat().st_size > 0
 
 
+def _with_stand_in_checkpoints(cfg, tmp_path):
+    """Student and teacher folders holding only config.json: all `model_paths` looks for without real weights."""
+    from dataclasses import replace
+
+    for name in ("small", "large"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text("{}")
+    return replace(cfg, student=str(tmp_path / "small"), teacher=str(tmp_path / "large"))
+
+
 def test_reference_skips_only_evaluations_recorded_for_the_same_measurement(tmp_path):
     from dataclasses import replace
 
     from benchmarks.real_pair import RealPairConfig, recorded_reference, run_reference
 
-    for name in ("small", "large"):  # stand-ins for the real checkpoints (only their config.json is looked for)
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "config.json").write_text("{}")
-    cfg = RealPairConfig(out_dir=str(tmp_path), student=str(tmp_path / "small"), teacher=str(tmp_path / "large"))
+    cfg = _with_stand_in_checkpoints(RealPairConfig(out_dir=str(tmp_path)), tmp_path)
     same = {"stage": "reference", "template": "block", "config": cfg.to_json(), "part": "student/x", "accuracy": 0.67}
     other_n = {**same, "part": "student/x+p", "config": replace(cfg, num_eval=50).to_json()}
     other_template = {**same, "part": "teacher/x", "template": "hint_line"}
@@ -139,11 +146,7 @@ def test_a_run_stopped_before_its_last_step_is_not_recorded_as_a_result(tmp_path
     import dopd.train.workflow as workflow
     from benchmarks.real_pair import RealPairConfig, run_method
 
-    for name in ("small", "large"):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "config.json").write_text("{}")
-    cfg = RealPairConfig(out_dir=str(tmp_path), student=str(tmp_path / "small"), teacher=str(tmp_path / "large"),
-                         steps=8)
+    cfg = _with_stand_in_checkpoints(RealPairConfig(out_dir=str(tmp_path), steps=8), tmp_path)
     for steps_run, part in ((2, "stopped"), (8, "method")):
         log = [{"step": s, "loss": 0.1, "time/rollout_s": 1.0} for s in range(1, steps_run + 1)]
         monkeypatch.setattr(workflow, "run_train", lambda config: SimpleNamespace(log_history=log, plots=[]))
