@@ -59,7 +59,15 @@ NOTES = """- Precision: both models run in float32. On this machine (2 AVX2 core
   own samples. Rollouts were cut at 128 tokens (every one reached the cap; held-out answers run to ~200 tokens), so
   the end of an answer, where the number is written, is never trained on. The learning rate was not chosen on the
   validation split (issue 14 asks that for the testbed); a smaller one (the paper uses 5e-6 with 512 answers per
-  step) or larger steps are the next run, not made here."""
+  step) or larger steps are the next run, not made here.
+- DOPD, same steps, data and learning rate, fell further: 1.0% (2/200). Its diagnostics show the privilege
+  illusion of the testbed again: p does not raise the privileged student's log-probability of the sampled token
+  (gain -0.02 nats overall), the teacher rejects 34% of the tokens routed to HS (target: the privileged student,
+  17% of tokens), and on those the step raised log s(y) in 55% of cases. The trained weights are deleted after
+  each run (only numbers are kept) and the in-training evaluation keeps no answers, so what the collapsed student
+  writes was not inspected; no implementation cause was looked for or excluded in this session.
+  `vanilla_opd_priv` was stopped by hand after 2 of its 8 steps to give the CPU to DOPD (its record is kept as
+  `stopped`), and the teacher's held-out evaluations have not run."""
 
 
 def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
