@@ -9,12 +9,15 @@ Ours, the same `DOPDTrainer` that `dopd-cli train` builds:
   vanilla_opd           the paper's baseline: sampled-token reverse KL, teacher sees x (the issue's comparison)
   vanilla_opd_full_rkl  full-vocabulary reverse KL, teacher sees x: the same objective as TRL's beta = 1
   dopd                  DOPD (teacher and privileged student see x+p, a hint): target <= 1.3x TRL's step
+  vanilla_opd_full_rkl_fp32_master   our default for a bf16 checkpoint without `pure_bf16`: fp32 master weights
+                        and AdamW states, bf16 autocast (the price of not losing small updates; not equal work)
 
 Like with like: the same Qwen2 student and teacher (built from config, random init, same seed, real Qwen2 tokenizer
 and 151,936-row vocabulary), the same prompts and chat template, the same number of sequences per step (ours:
 `batch` prompts x G answers; TRL has no G, so `batch x G` prompts, each prompt repeated G times), the same answer
 length (both generate exactly `--max-new-tokens` tokens: `min_new_tokens = max_new_tokens`), sampling at temperature
-1 with no top-k/top-p, the same weight dtype and no autocast (`bf16=False`), no gradient checkpointing (TRL's default
+1 with no top-k/top-p, the same weight dtype and no autocast (`bf16=False`; under `--dtype bfloat16` ours runs with
+`pure_bf16`, as TRL trains the bf16 weights themselves), no gradient checkpointing (TRL's default
 is on; ours off), AdamW, lr 1e-5. Differences that remain: TRL's loss runs over all 151,936 logit rows, ours over the
 tokenizer's 151,665 (the padding rows are never sampled); TRL stops on eos + pad ids, ours on the chat template's stop
 tokens (irrelevant with fixed-length answers); TRL pads prompts left for scoring, ours right; on CUDA TRL's chunked
@@ -42,7 +45,8 @@ from typing import Any
 
 from benchmarks.lib import cli, data, measure, report, trainers
 
-FRAMEWORKS = ("trl", "vanilla_opd", "vanilla_opd_full_rkl", "dopd")
+FRAMEWORKS = ("trl", "vanilla_opd", "vanilla_opd_full_rkl", "dopd", "vanilla_opd_full_rkl_fp32_master")
+MASTER_SUFFIX = "_fp32_master"  # our default under a bf16 torch_dtype: fp32 master weights, bf16 autocast
 TARGETS = {  # (numerator, denominator, quantity, target): numerator / denominator <= target
     "vanilla_opd/trl step_s": ("vanilla_opd", "trl", "step_s", 1.0),
     "vanilla_opd/trl peak_bytes": ("vanilla_opd", "trl", "peak_bytes", 1.0),
@@ -58,6 +62,10 @@ def run_ours(args: argparse.Namespace, stage: str, student: Any, student_dir: st
              probe: measure.MemoryProbe) -> dict[str, Any]:
     total = args.warmup + args.steps
     extra: dict[str, Any] = {}
+    if stage.endswith(MASTER_SUFFIX):
+        stage = stage[: -len(MASTER_SUFFIX)]
+    elif args.dtype == "bfloat16":
+        extra["pure_bf16"] = True  # TRL trains the bf16 weights themselves: so do we, for equal work
     if stage != "dopd":
         extra["teacher_sees_privileged"] = False
     cfg = trainers.dopd_config(args, stage, student_dir, teacher_dir, args.batch, args.num_generations,
