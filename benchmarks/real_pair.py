@@ -339,6 +339,10 @@ def append_record(path: Path, record: dict[str, Any]) -> None:
         fh.write(json.dumps(record) + "\n")
 
 
+# RealPairConfig fields a flag of the same name (dashes for underscores) overrides
+INT_OVERRIDES = ("steps", "eval_every", "eval_batch", "num_eval", "batch", "num_generations", "max_new_tokens")
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.real_pair", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -350,7 +354,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                                                    "<out>/real_pair.jsonl with --quick)")
     p.add_argument("--report-dir", default=None, help="where real_pair.md and its PNG go (default docs/; "
                                                       "<out>/report with --quick)")
-    for name in ("steps", "eval_every", "eval_batch", "num_eval", "batch", "num_generations", "max_new_tokens"):
+    for name in INT_OVERRIDES:
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--hint-template", default=None, help="override the validation-chosen hint template")
@@ -365,7 +369,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     logging.getLogger("dopd.eval").setLevel(logging.INFO)  # "eval: generated 150/200 prompts" as it goes
     out = args.out or (tempfile.mkdtemp(prefix="real_pair_quick_") if args.quick else str(REPO / "saves" / "real_pair"))
     cfg = quick_config(out) if args.quick else RealPairConfig(out_dir=out)
-    for name in ("steps", "eval_every", "eval_batch", "num_eval", "batch", "num_generations", "max_new_tokens", "lr"):
+    for name in (*INT_OVERRIDES, "lr"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
     if args.hint_template:
