@@ -149,6 +149,13 @@ def test_evaluation_during_training_is_logged(tmp_path):
     evals = [r for r in read_log(cfg.training.output_dir) if "eval/llm_demo/accuracy" in r]
     assert [r["step"] for r in evals] == [1, 2]
     assert all(0.0 <= r["eval/llm_demo/accuracy"] <= 1.0 for r in evals)
+    # each evaluation's answers are kept beside the numbers, one file per step, one line per prompt
+    for r in evals:
+        path = Path(cfg.training.output_dir, "eval_predictions", f"step-{r['step']}.jsonl")
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+        assert len(rows) == r["eval/llm_demo/num_prompts"]
+        assert sum(int(row["correct"][0]) for row in rows) / len(rows) == pytest.approx(r["eval/llm_demo/accuracy"])
+        assert all(isinstance(row["prediction"], str) for row in rows)
 
 
 def test_eval_strategy_without_eval_dataset_is_refused(tmp_path):

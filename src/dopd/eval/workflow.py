@@ -230,6 +230,18 @@ def _resolve(out_dir: str, name: str) -> str:
     return name if os.path.isabs(name) else os.path.join(out_dir, name)
 
 
+def write_predictions(records: list[dict[str, Any]], path: str) -> str:
+    """One JSON line per prompt (with `prediction` beside `predictions` when there is one answer); returns `path`."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as fh:
+        for record in records:
+            row = dict(record)
+            if len(row["predictions"]) == 1:
+                row["prediction"] = row["predictions"][0]
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return path
+
+
 def write_outputs(result: EvalResult, out_dir: str, eval_args: EvalArguments, settings: Optional[dict[str, Any]] = None
                   ) -> tuple[str, str]:
     """Predictions JSON Lines (one line per prompt) and metrics JSON; returns their paths."""
@@ -238,12 +250,7 @@ def write_outputs(result: EvalResult, out_dir: str, eval_args: EvalArguments, se
     metrics_path = _resolve(out_dir, eval_args.eval_metrics_file)
     for path in (pred_path, metrics_path):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(pred_path, "w", encoding="utf-8") as fh:
-        for record in result.records:
-            row = dict(record)
-            if len(row["predictions"]) == 1:
-                row["prediction"] = row["predictions"][0]
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    write_predictions(result.records, pred_path)
     per_dataset: dict[str, dict[str, float]] = {}
     for key, value in result.metrics.items():
         name, metric = key.split("/", 1)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -372,12 +373,15 @@ class DOPDTrainer(Trainer):
         """Held-out accuracy of the deployed student (plain view unless `eval_with_privilege`), by generation.
 
         Every rank evaluates the same samples (under ZeRO-3 all ranks must join the parameter gather anyway)."""
-        from dopd.eval import evaluate_samples
+        from dopd.eval import evaluate_samples, write_predictions
 
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
         with model_for_generation(self.model_wrapped, self.accelerator) as model, self._autocast():
             result = evaluate_samples(model, self.adapter, dataset.samples, self.data_args, self.eval_args,
                                       self.rollout_args)
+        if self.is_world_process_zero():  # the answers behind the numbers, for reading what the student does
+            write_predictions(result.records, os.path.join(
+                self.args.output_dir, "eval_predictions", f"step-{self.state.global_step}.jsonl"))
         metrics = {f"{metric_key_prefix}/{key}": value for key, value in result.metrics.items()}
         metrics[f"{metric_key_prefix}/seconds"] = result.seconds
         self.log(metrics)
