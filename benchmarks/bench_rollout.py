@@ -66,7 +66,7 @@ def sweep(args: argparse.Namespace, family: str) -> list[dict[str, Any]]:
                    "tokens": tokens, "answer_length": tokens / (batch * group), "seconds": seconds,
                    "tokens_per_s": tokens / seconds, "times_s": [r[0] for r in runs]}
             results.append(res)
-            print(f"  {family} batch {batch} G {group}: {res['tokens_per_s']:.1f} tokens/s", flush=True)
+            report.row_done(args.out, f"  {family} batch {batch} G {group}: {res['tokens_per_s']:.1f} tokens/s", res)
     base = min(results, key=lambda r: (r["sequences"], r["batch"]))["tokens_per_s"]
     for r in results:
         r["speedup"] = r["tokens_per_s"] / base
@@ -114,7 +114,7 @@ def step_versus_micro_batches(args: argparse.Namespace, family: str) -> list[dic
                         "num_generations": group, "sequences": per_mb * mbs * group,
                         "sequences_per_generate": per_mb * mbs * group / calls, "tokens": tokens[mode],
                         "seconds": seconds, "tokens_per_s": tokens[mode] / seconds, "times_s": times[mode]})
-        print(f"  {family} {mode}: {results[-1]['tokens_per_s']:.1f} tokens/s", flush=True)
+        report.row_done(args.out, f"  {family} {mode}: {results[-1]['tokens_per_s']:.1f} tokens/s", results[-1])
     base = results[0]["tokens_per_s"]
     for r in results:
         r["ratio_to_micro_batch"] = r["tokens_per_s"] / base
@@ -178,7 +178,7 @@ def hf_options(args: argparse.Namespace, family: str) -> list[dict[str, Any]]:
         seconds = measure.median(times[mode])
         results.append({"family": family, "mode": mode, "sequences": prompts_n * group, "tokens": tokens[mode],
                         "seconds": seconds, "tokens_per_s": tokens[mode] / seconds, "times_s": times[mode]})
-        print(f"  {family} {mode}: {results[-1]['tokens_per_s']:.1f} tokens/s", flush=True)
+        report.row_done(args.out, f"  {family} {mode}: {results[-1]['tokens_per_s']:.1f} tokens/s", results[-1])
     for r in results:
         r["ratio"] = r["tokens_per_s"] / results[0]["tokens_per_s"]
     return results

@@ -165,8 +165,8 @@ def main(argv: list[str] | None = None) -> int:
             res["wall_s"] = time.perf_counter() - started
             res["variant"] = stage if (scope, cache) == (scopes[0], caches[0]) else f"{stage} [{scope}, cache {cache}]"
             results.append(res)
-            print(f"  {family} {res['variant']}: {res['step_s']:.3f} s/step ({res['wall_s']:.0f} s incl. setup)",
-                  flush=True)
+            report.row_done(args.out, f"  {family} {res['variant']}: {res['step_s']:.3f} s/step "
+                            f"({res['wall_s']:.0f} s incl. setup)", res)
         del teacher
         gc.collect()
         by_stage = {r["variant"]: r for r in results if r["family"] == family}

@@ -183,8 +183,9 @@ def main(argv: list[str] | None = None) -> int:
         if "error" in res:
             print(f"  {framework}: FAILED\n{res['error']}", flush=True)
         else:
-            print(f"  {framework}: {res['step_s']:.3f} s/step, peak {res['peak_bytes'] / 2**20:.0f} MiB "
-                  f"({res['wall_s']:.0f} s incl. setup)", flush=True)
+            report.row_done(args.out, f"  {framework}: {res['step_s']:.3f} s/step, peak "
+                            f"{res['peak_bytes'] / 2**20:.0f} MiB ({res['wall_s']:.0f} s incl. setup)",
+                            {"framework": framework, **res})
 
     ok = {k: v for k, v in results.items() if "error" not in v}
     mib = 2**20

@@ -79,11 +79,26 @@ def verdict(value: Optional[float], target: float, lower_is_better: bool = True)
     return "met" if ok else "NOT met"
 
 
+def _to_json(o: Any) -> Any:
+    return asdict(o) if hasattr(o, "__dataclass_fields__") else str(o)
+
+
+def row_done(out: Optional[str], line: str, row: dict[str, Any]) -> None:
+    """Print one finished measurement and, with `--out`, append it to `<out>.rows.jsonl` at once, so a run stopped
+    by a time limit (a lent GPU's lease) keeps every row it finished, not only its printed summary."""
+    print(line, flush=True)
+    if not out:
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(out)) or ".", exist_ok=True)
+    with open(out + ".rows.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(row, default=_to_json) + "\n")
+
+
 def write_json(path: Optional[str], payload: dict[str, Any]) -> None:
     """Write `payload` as JSON to `path` (nothing without a path)."""
     if not path:
         return
     os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
     with open(path, "w", encoding="utf-8") as fh:
-        json.dump(payload, fh, indent=2, default=lambda o: asdict(o) if hasattr(o, "__dataclass_fields__") else str(o))
+        json.dump(payload, fh, indent=2, default=_to_json)
     print(f"\nresults written to {path}")

@@ -66,6 +66,17 @@ def test_make_dopd_trainer_goes_through_build_trainer(monkeypatch):
     assert calls == [("cfg", ["s1", "s2"], {"student": "student", "teacher": "teacher"})]
 
 
+def test_row_done_appends_each_row_as_it_finishes(tmp_path, capsys):
+    out = tmp_path / "sub" / "trl.json"
+    report.row_done(None, "  a: 1 s/step", {"a": 1})  # no --out: printed only
+    report.row_done(str(out), "  b: 2 s/step", {"b": 2, "spec": Namespace(x=1)})
+    report.row_done(str(out), "  c: 3 s/step", {"c": 3})
+    assert capsys.readouterr().out.splitlines() == ["  a: 1 s/step", "  b: 2 s/step", "  c: 3 s/step"]
+    rows = [json.loads(line) for line in (tmp_path / "sub" / "trl.json.rows.jsonl").read_text().splitlines()]
+    assert [sorted(r) for r in rows] == [["b", "spec"], ["c"]]
+    assert not out.exists()  # the summary file is written only at the end
+
+
 @pytest.mark.slow
 def test_bench_step_tiny_run_writes_tables(tmp_path):
     out = tmp_path / "step.json"
@@ -79,3 +90,5 @@ def test_bench_step_tiny_run_writes_tables(tmp_path):
     assert [r["variant"] for r in result["results"]] == ["dopd", "vanilla_opd", "sft"]
     assert "| model | stage       | seqs | resp len |" in proc.stdout
     assert "dopd/vanilla_opd step_s, rollout pooled" in result["ratios"]["qwen2"]
+    rows = [json.loads(line) for line in Path(str(out) + ".rows.jsonl").read_text().splitlines()]
+    assert [r["variant"] for r in rows] == ["dopd", "vanilla_opd", "sft"]  # each row saved as it finished
