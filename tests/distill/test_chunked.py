@@ -225,3 +225,43 @@ def test_cpu_vocabulary_reductions_run_in_float32(mode):
     assert reductions, "the gradient products over the vocabulary were not seen"
     assert all(dtype == torch.float32 for _, dtype in reductions), reductions
     assert torch.isfinite(hs.grad.float()).all() and torch.isfinite(head.weight.grad.float()).all()
+
+
+def test_cpu_bf16_head_is_cast_to_float32_one_block_at_a_time(monkeypatch):
+    """The float32 products of a bf16 head on CPU cast the weight a block of vocabulary rows at a time: no float32
+    [V, H] copy of the whole head (297 MiB for a 151,936 x 512 one) beside the float32 gradient accumulator. The
+    blocked result equals the one-block result."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    import dopd.distill.chunked as chunked
+
+    V, H = 96, 16
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(2, 5, H, generator=g).to(torch.bfloat16)
+    head = torch.nn.Linear(H, V, bias=False).to(torch.bfloat16)
+    labels = torch.randint(0, V, (2, 5), generator=g)
+    cfg = DOPDLossConfig(preset="opsd")
+
+    def run(block: int) -> tuple[torch.Tensor, list[tuple[int, ...]]]:
+        monkeypatch.setattr(chunked, "_W_BLOCK_ROWS", block)
+        casts: list[tuple[int, ...]] = []
+
+        class Record(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                if func.overloadpacket.__name__ == "_to_copy" and args[0].dtype == torch.bfloat16 \
+                        and out.dtype == torch.float32:
+                    casts.append(tuple(args[0].shape))
+                return out
+
+        hs = h.clone().requires_grad_(True)
+        with torch.autocast("cpu", enabled=False), Record():
+            out = dopd_loss_from_hidden(hs, h, None, labels, head, None, cfg, chunk_size=4)
+        out.loss.backward()
+        head.weight.grad = None
+        return hs.grad.float(), casts
+
+    grad_blocked, casts = run(32)
+    assert (32, H) in casts and (V, H) not in casts, casts
+    grad_whole, _ = run(1 << 20)
+    torch.testing.assert_close(grad_blocked, grad_whole, rtol=1e-2, atol=1e-3)

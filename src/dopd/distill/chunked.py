@@ -70,25 +70,34 @@ class _FusedHiddenLoss(torch.autograd.Function):
 
         # CPU: the two products that reduce over the vocabulary (g @ W, g^T @ h) run in float32. A bf16 matmul with a
         # ~152k-long reduction took 494 s against 0.9 s in float32 on an AVX2 CPU ([512, 151936] @ [151936, 512],
-        # docs/benchmarks.md); autocast would cast float32 operands back to bf16, so it is off for them.
+        # docs/benchmarks.md); autocast would cast float32 operands back to bf16, so it is off for them. The weight
+        # is cast a block of vocabulary rows at a time (no float32 [V, H] copy of a bf16 head beside the float32
+        # gradient accumulator: 297 MiB for a 151,936 x 512 head).
         cpu_float32 = w.device.type == "cpu" and (w.dtype != torch.float32 or torch.is_autocast_enabled("cpu"))
-        w_red = w.float() if cpu_float32 else w
 
         def sink(start: int, end: int, g: Tensor) -> None:
             if cpu_float32:
                 with torch.autocast("cpu", enabled=False):
                     for r0 in range(0, end - start, _CPU_ROWS):  # a float32 copy of a few rows of g at a time
                         r1 = min(end - start, r0 + _CPU_ROWS)
-                        _sink_rows(start + r0, start + r1, g[r0:r1].float(), w_red)
+                        _sink_rows(start + r0, start + r1, g[r0:r1].float())
             else:
-                _sink_rows(start, end, g, w)
+                _sink_rows(start, end, g)
 
-        def _sink_rows(start: int, end: int, g: Tensor, w: Tensor) -> None:
+        def g_times_w(g: Tensor) -> Tensor:
+            if not cpu_float32 or w.dtype == torch.float32:
+                return g @ w
+            out = g[:, :_W_BLOCK_ROWS] @ w[:_W_BLOCK_ROWS].float()
+            for v0 in range(_W_BLOCK_ROWS, w.shape[0], _W_BLOCK_ROWS):
+                out.addmm_(g[:, v0:v0 + _W_BLOCK_ROWS], w[v0:v0 + _W_BLOCK_ROWS].float())
+            return out
+
+        def _sink_rows(start: int, end: int, g: Tensor) -> None:
             # scale the [n, H] side by the coefficients rather than the [n, V] gradient (no [n, V] temporary)
             c = coeff[start:end].unsqueeze(1)
             h = h_all[start:end]
             if grad_h is not None:
-                grad_h[start:end] = ((g @ w).float() * c).to(grad_h.dtype)
+                grad_h[start:end] = (g_times_w(g).float() * c).to(grad_h.dtype)
             if grad_w is not None:
                 hc = (h.float() * c).to(g.dtype)
                 if g.dtype == torch.float32:
