@@ -300,7 +300,7 @@ def run_method(cfg: RealPairConfig, method: str, template: str) -> dict[str, Any
     from dopd.train.workflow import run_train
 
     student, teacher = model_paths(cfg)
-    out = str(Path(cfg.out_dir, "runs", method))
+    out = str(Path(cfg.out_dir, "runs", f"{method}-lr{cfg.lr:g}"))
     shutil.rmtree(out, ignore_errors=True)
     keys = train_keys(cfg, method, template, student, teacher, out)
     started = time.time()
@@ -323,7 +323,10 @@ def run_method(cfg: RealPairConfig, method: str, template: str) -> dict[str, Any
             "curve": curve, "log": train_log, "train_s": round(seconds, 1), "eval_s": round(eval_s, 1),
             "mean_step_s": round(sum(step_s) / len(step_s), 1) if step_s else None,
             "config_keys": {k: v for k, v in keys.items() if k not in ("output_dir", "dataset_dir")},
-            "plots": [os.path.relpath(p, cfg.out_dir) for p in result.plots]}
+            "plots": [os.path.relpath(p, cfg.out_dir) for p in result.plots],
+            # the held-out answers behind each curve point (the trainer's eval_predictions/step-N.jsonl)
+            "predictions": sorted(os.path.relpath(p, cfg.out_dir)
+                                  for p in Path(out, "eval_predictions").glob("step-*.jsonl"))}
 
 
 # ---------------------------------------------------------------------------------------------- records
@@ -404,7 +407,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         logger.info("stage %s done in %.0f s -> %s", stage, time.time() - started, results)
     from benchmarks.real_pair_report import write_page
 
-    paths = write_page(read_records(results), report_dir, quick=cfg.quick)
+    from benchmarks.real_pair_lr_probe import RESULTS as PROBE
+
+    probe = json.loads(PROBE.read_text(encoding="utf-8")) if PROBE.is_file() and not cfg.quick else None
+    paths = write_page(read_records(results), report_dir, quick=cfg.quick, probe=probe)
     print(f"results: {results}\npage:    {paths['markdown']}")
     return 0
 

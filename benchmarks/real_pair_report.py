@@ -100,6 +100,46 @@ def latest(records: list[dict[str, Any]], stage: str, part: Optional[str] = None
     return None
 
 
+def method_runs(records: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """The latest finished run of each method at each learning rate: [(method, record)], methods in the page's
+    order, larger learning rates first."""
+    found: dict[tuple[str, float], dict[str, Any]] = {}
+    for rec in records:
+        if rec.get("stage") in METHOD_LABELS and rec.get("part") == "method":
+            found[(rec["stage"], float(rec["config"]["lr"]))] = rec
+    order = list(METHOD_LABELS)
+    return [(m, rec) for (m, lr), rec in sorted(found.items(), key=lambda kv: (order.index(kv[0][0]), -kv[0][1]))]
+
+
+def run_name(method: str, run: dict[str, Any]) -> str:
+    return f"{method} lr {run['config']['lr']:g}"
+
+
+def _probe_section(probe: dict[str, Any]) -> list[str]:
+    """The one-step probe of benchmarks/real_pair_lr_probe.py (the gradient check and what one step does)."""
+    b_full, b_s = probe["kl_full_before"], probe["kl_sampled_before"]
+    rows = [["step", "L2 norm of the step", "full reverse KL", "change", "sampled estimate (the loss)", "change"]]
+    for r in probe["direction"]:
+        rows.append([f"{r['step']} along the gradient", f"{r['l2']:g}", f"{r['kl_full']:.4f}",
+                     f"{r['kl_full'] - b_full:+.4f}", f"{r['kl_sampled']:.4f}", f"{r['kl_sampled'] - b_s:+.4f}"])
+    for r in probe["adam_first_step"]:
+        rows.append([f"AdamW first step, lr {r['lr']:g}", f"{r['l2']:.4f}", f"{r['kl_full']:.4f}",
+                     f"{r['kl_full'] - b_full:+.4f}", f"{r['kl_sampled']:.4f}", f"{r['kl_sampled'] - b_s:+.4f}"])
+    return [
+        "## One step on real weights (`python -m benchmarks.real_pair_lr_probe`)", "",
+        f"The first training batch ({probe['batch']} prompts x {probe['num_generations']} rollouts of "
+        f"{probe['max_new_tokens']} tokens, {probe['sampled_tokens']} sampled tokens), `{probe['method']}`'s loss "
+        f"through the trainer, {probe['trained_parameters'] / 1e6:.0f}M trained parameters (this checkpoint's "
+        f"lm_head is not tied to its embeddings). Gradient of the trainer's chunked loss against a plain full-logits "
+        f"reference of the sampled-token reverse KL: norms {probe['grad_norm_trainer']:.4g} and "
+        f"{probe['grad_norm_reference']:.4g}, cosine {probe['grad_cosine']:.6f}. Before the step: full-vocabulary "
+        f"reverse KL(s || t) at the sampled positions {b_full:.4f}, its sampled estimate {b_s:.4f}. An AdamW first "
+        "step moves every parameter by lr x sign(gradient): an L2 norm of lr x sqrt(parameters), whatever the "
+        "gradient's scale.", "", table(rows), "",
+        f"Suggested learning rate (largest full-KL decrease after one AdamW step, a rule on this training batch "
+        f"only): {probe['suggested_lr']} ({probe['finished']}).", ""]
+
+
 def _diag_table(run: dict[str, Any]) -> Optional[str]:
     log = run.get("log", [])
     rows = [["regime", "token share (%)", *DIAG]]
@@ -122,8 +162,7 @@ def _diag_table(run: dict[str, Any]) -> Optional[str]:
 
 
 def plot(records: list[dict[str, Any]], start: Optional[dict[str, Any]], path: Path) -> Optional[str]:
-    runs = {m: latest(records, m, "method") for m in METHOD_LABELS}
-    runs = {m: r for m, r in runs.items() if r}
+    runs = {run_name(m, r): r for m, r in method_runs(records)}
     if not runs:
         return None
     import matplotlib
@@ -153,7 +192,8 @@ def plot(records: list[dict[str, Any]], start: Optional[dict[str, Any]], path: P
     return path.name
 
 
-def write_page(records: list[dict[str, Any]], report_dir: Any, quick: bool = False) -> dict[str, str]:
+def write_page(records: list[dict[str, Any]], report_dir: Any, quick: bool = False,
+               probe: Optional[dict[str, Any]] = None) -> dict[str, str]:
     records = [r for r in records if bool(r.get("quick")) == quick]
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -191,9 +231,11 @@ def write_page(records: list[dict[str, Any]], report_dir: Any, quick: bool = Fal
         f"Training (each method from the same student, same data order, seed {cfg.get('seed')}): "
         f"`dopd.train.workflow.run_train` with the config keys in the records, {cfg.get('steps')} steps of "
         f"{cfg.get('batch')} prompts × {cfg.get('num_generations')} rollouts (temperature 1, top-p 1, no top-k, "
-        f"{cfg.get('max_new_tokens')} new tokens), AdamW lr {cfg.get('lr')} constant, everything else at the repo "
-        f"defaults (K 128, beta_l 0.6, beta_w 0.3, trim 5%); held-out accuracy without p every "
-        f"{cfg.get('eval_every')} steps. The learning rate was set before any run and not tuned. One seed.", ""]
+        f"{cfg.get('max_new_tokens')} new tokens), AdamW at the constant learning rate in each row, everything else at "
+        f"the repo defaults (K 128, beta_l 0.6, beta_w 0.3, trim 5%); held-out accuracy without p every "
+        f"{cfg.get('eval_every')} steps. Learning rates: 1e-5 was set before any run; 3e-6 is what the one-step "
+        "probe below suggested on a training batch, chosen before any run at it (no validation or test problem was "
+        "used to choose it). One seed.", ""]
     # ------------------------------------------------------------------ template
     tmpl = [r for r in records if r.get("stage") == "template" and r.get("split") == "rp_val"]
     chosen = latest(records, "template", "chosen")
@@ -217,26 +259,31 @@ def write_page(records: list[dict[str, Any]], report_dir: Any, quick: bool = Fal
         r = refs.get(key)
         rows.append([label, view, acc_cell(r["correct"], r["n"]) if r else "not run yet", str(r["n"]) if r else "–",
                      "", f"eval {r['seconds']:.0f} s" if r else ""])
+    runs = method_runs(records)
     for name, label in METHOD_LABELS.items():
-        run = latest(records, name, "method")
-        if not run or not run["curve"]:
+        if not any(m == name and r["curve"] for m, r in runs):
             rows.append([f"{label} (`{name}`)", "x", "not run yet", "–", "", ""])
+    for name, run in runs:
+        label = METHOD_LABELS[name]
+        if not run["curve"]:
             continue
         final = run["curve"][-1]
         n = int(final.get("n") or cfg.get("num_eval") or 0)
         correct = round(final["accuracy"] * n)
         gain = f"{100 * (final['accuracy'] - start['accuracy']):+.1f}" if start else "–"
-        rows.append([f"{label} (`{name}`), step {final['step']}", "x", acc_cell(correct, n), str(n), gain,
+        rows.append([f"{label} (`{name}`), lr {run['config']['lr']:g}, step {final['step']}", "x",
+                     acc_cell(correct, n), str(n), gain,
                      f"{run.get('mean_step_s')} s/step, train {run['train_s'] / 60:.0f} min (evals incl.)"])
     lines += [table(rows), "",
               "Intervals: Wilson score, 95%. A difference between two rows of 200 problems needs roughly 9-10 points "
               "to clear both intervals.", ""]
     curves = []
-    for name in METHOD_LABELS:
-        run = latest(records, name, "method")
-        if run:
-            pts = " → ".join(f"step {p['step']}: {100 * p['accuracy']:.1f}%" for p in run["curve"])
-            curves.append(f"- `{name}`: start {100 * start['accuracy']:.1f}% → {pts}" if start else f"- `{name}`: {pts}")
+    for name, run in runs:
+        pts = " → ".join(f"step {p['step']}: {100 * p['accuracy']:.1f}%" for p in run["curve"])
+        losses = ", ".join(f"{r['loss']:.3f}" for r in run.get("log", []) if "loss" in r)
+        tag = f"`{run_name(name, run)}`"
+        curves.append((f"- {tag}: start {100 * start['accuracy']:.1f}% → {pts}" if start else f"- {tag}: {pts}")
+                      + (f"; loss by step: {losses}" if losses else ""))
     if curves:
         lines += ["Held-out accuracy without p during training:", "", *curves, ""]
     png = plot(records, start, png_path)
@@ -244,16 +291,17 @@ def write_page(records: list[dict[str, Any]], report_dir: Any, quick: bool = Fal
         lines += [f"![accuracy and diagnostics]({png})", ""]
     # ------------------------------------------------------------------ diagnostics
     diag_parts = []
-    for name, label in METHOD_LABELS.items():
-        run = latest(records, name, "method")
-        t = _diag_table(run) if run else None
+    for name, run in runs:
+        t = _diag_table(run)
         if t:
-            diag_parts += [f"### {label} (`{name}`)", "", t, ""]
+            diag_parts += [f"### {METHOD_LABELS[name]} (`{name}`, lr {run['config']['lr']:g})", "", t, ""]
     if diag_parts:
         lines += ["## Diagnostics (docs/objective.md, \"Diagnostics\"): mean over training steps", "",
                   "`vanilla_opd` (teacher without p) scores no privileged policy, so it has none. For "
                   "`vanilla_opd_priv` the privileged student is scored only to log these (`prune_mode: top` with "
                   "`prune_fraction: 0` drops nothing); its loss is unchanged.", "", *diag_parts]
+    if probe:
+        lines += _probe_section(probe)
     lines += ["## Notes", "", NOTES, ""]
     # ------------------------------------------------------------------ commands
     ran = {s: (latest(records, s) or {}).get("command") for s in STAGES}  # as run, flags included

@@ -85,6 +85,11 @@ def test_quick_runs_every_stage_into_tmp(tmp_path):
         assert [p["step"] for p in run["curve"]] == [1, 2], name  # held-out accuracy during training
         assert run["config_keys"]["stage"] == ("dopd" if name == "dopd" else "vanilla_opd")
         assert run["mean_step_s"] > 0
+        # the held-out answers behind each curve point are kept (the trained weights are not)
+        assert run["predictions"] == [f"runs/{name}-lr1e-05/eval_predictions/step-{s}.jsonl" for s in (1, 2)]
+        answers = (out / run["predictions"][-1]).read_text().splitlines()
+        assert len(answers) == run["curve"][-1]["n"] and "prediction" in json.loads(answers[0])
+        assert not list((out / "runs" / f"{name}-lr1e-05").glob("*.safetensors"))
     assert runs["vanilla_opd"]["config_keys"]["teacher_sees_privileged"] is False
     assert runs["vanilla_opd_priv"]["config_keys"]["teacher_sees_privileged"] is True
     # diagnostics: logged wherever both privileged policies are scored, absent for the teacher-without-p baseline
@@ -98,7 +103,7 @@ def test_quick_runs_every_stage_into_tmp(tmp_path):
     assert "Quick mode" in page and "## Diagnostics" in page
     assert "not run yet" not in page
     for name in ("vanilla_opd", "vanilla_opd_priv", "dopd"):
-        assert f"(`{name}`), step 2" in page
+        assert f"(`{name}`), lr 1e-05, step 2" in page
     assert (out / "report" / "real_pair_curves.png").stat().st_size > 0
 
 
