@@ -67,7 +67,33 @@ NOTES = """- Precision: both models run in float32. On this machine (2 AVX2 core
   each run (only numbers are kept) and the in-training evaluation keeps no answers, so what the collapsed student
   writes was not inspected; no implementation cause was looked for or excluded in this session.
   `vanilla_opd_priv` was stopped by hand after 2 of its 8 steps to give the CPU to DOPD (its record is kept as
-  `stopped`), and the teacher's held-out evaluations have not run."""
+  `stopped`), and the teacher's held-out evaluations have not run.
+- Session of 2026-12-04 (why lr 1e-5 collapsed; the runs at 3e-6). The probe section above checks the trainer on
+  these weights: its chunked loss has exactly the gradient of a plain full-logits reference (cosine 1.000000), a
+  small step against that gradient lowers the full-vocabulary reverse KL at the sampled positions and a step along
+  it raises it. So the objective points the right way; the step size does not. AdamW's first step moves each of the
+  630M trained parameters by about lr, an L2 norm of lr x 25,103: 0.25 at lr 1e-5, ten times the 0.02 step along
+  the gradient that still helped. After that one step the full KL rose by 86% while the sampled estimate (the logged
+  loss) fell to -0.33: the update piles mass on the tokens that were sampled instead of moving toward the teacher,
+  which matches the falling entropy (0.25 -> 0.11-0.15) and rising loss of the 1e-5 run. The rule "largest full-KL
+  decrease after one AdamW step, on the first training batch" picked 3e-6 (1e-6 was next); it was fixed before any
+  run at 3e-6 and uses no validation or test problem (issue 14 asks for a validation split; 20 validation problems
+  could not separate these rates, and one sweep run per rate did not fit this session: said so, not done). The
+  rate was read off a first run of the probe at 14:58 UTC, before it became the committed script; the committed
+  script, run again at 15:58, printed the same numbers to the last digit.
+  At 3e-6 vanilla OPD no longer collapses (66.0% against the start's 67.0%, loss 0.12 -> 0.03 over the 8 steps),
+  and it does not improve the student either: 8 steps of 8 answers are too few to move a 200-problem accuracy, or
+  the teacher's token-level preferences on these problems do not carry its higher accuracy; this run cannot tell
+  which. **DOPD at the same 3e-6 still collapses: 11.0% (22/200).** Its answers show how: 137 of 200 now solve
+  the problem by writing a Python block followed by an invented "```output" block (21 of those 137 right), a style
+  that none of vanilla OPD's 200 answers at 3e-6 uses; the 63 answers without code are right once. (Counted in the
+  kept predictions: an answer "has code" when it contains "```python".) The diagnostics look as at 1e-5: the
+  privileged student gains nothing from p (-0.02 nats), the teacher rejects 29% of the HS tokens and the step
+  raises log s(y) on 60% of them. Which of DOPD's terms drives the drift (the privileged-student targets of HS and
+  LL, or the teacher with p of HT and LH) was not isolated; `vanilla_opd_priv` (teacher with p, no privileged-student
+  target) is the run that separates them. The held-out answers of each run at 3e-6 are kept (`predictions` in the records; copies in
+  `benchmarks/results/real_pair_predictions/`). The runs took ~110 s per step and ~570 s per evaluation on the
+  otherwise idle machine."""
 
 
 def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
