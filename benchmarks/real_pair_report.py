@@ -89,9 +89,13 @@ NOTES = """- Precision: both models run in float32. On this machine (2 AVX2 core
   that none of vanilla OPD's 200 answers at 3e-6 uses; the 63 answers without code are right once. (Counted in the
   kept predictions: an answer "has code" when it contains "```python".) The diagnostics look as at 1e-5: the
   privileged student gains nothing from p (-0.02 nats), the teacher rejects 29% of the HS tokens and the step
-  raises log s(y) on 60% of them. Which of DOPD's terms drives the drift (the privileged-student targets of HS and
-  LL, or the teacher with p of HT and LH) was not isolated; `vanilla_opd_priv` (teacher with p, no privileged-student
-  target) is the run that separates them. The held-out answers of each run at 3e-6 are kept (`predictions` in the records; copies in
+  raises log s(y) on 60% of them. **Vanilla OPD with the privileged teacher at 3e-6: 48.0% (96/200)**, 19 points
+  below the start with the same sampled-token objective that kept 66.0% when the teacher did not see p. Its answers
+  write no code (5 of 200 contain a Python block) but run longer: 50 of 200 reach the 256-token evaluation cap
+  (vanilla OPD 16, DOPD 4). So a teacher that sees p already pulls this student down here, and DOPD, whose HS and LL
+  terms target the privileged student instead of the teacher and whose HT term is a full-vocabulary JS, falls much
+  further and changes style; which of those terms brings the code was not isolated (a run per routing-table variant,
+  e.g. `prune_mode`, would). The held-out answers of each run at 3e-6 are kept (`predictions` in the records; copies in
   `benchmarks/results/real_pair_predictions/`). The runs took ~110 s per step and ~570 s per evaluation on the
   otherwise idle machine."""
 
