@@ -321,7 +321,7 @@ def run_method(cfg: RealPairConfig, method: str, template: str) -> dict[str, Any
     part = "method" if steps_done >= cfg.steps else "stopped"
     return {"part": part, "steps_done": steps_done,
             "curve": curve, "log": train_log, "train_s": round(seconds, 1), "eval_s": round(eval_s, 1),
-            "mean_step_s": round(sum(step_s) / len(step_s), 1) if step_s else None,
+            "mean_step_s": round(sum(step_s) / len(step_s), 3) if step_s else None,
             "config_keys": {k: v for k, v in keys.items() if k not in ("output_dir", "dataset_dir")},
             "plots": [os.path.relpath(p, cfg.out_dir) for p in result.plots],
             # the held-out answers behind each curve point (the trainer's eval_predictions/step-N.jsonl)

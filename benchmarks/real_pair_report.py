@@ -303,7 +303,7 @@ def write_page(records: list[dict[str, Any]], report_dir: Any, quick: bool = Fal
         gain = f"{100 * (final['accuracy'] - start['accuracy']):+.1f}" if start else "–"
         rows.append([f"{label} (`{name}`), lr {run['config']['lr']:g}, step {final['step']}", "x",
                      acc_cell(correct, n), str(n), gain,
-                     f"{run.get('mean_step_s')} s/step, train {run['train_s'] / 60:.0f} min (evals incl.)"])
+                     f"{run['mean_step_s'] or 0:.1f} s/step, train {run['train_s'] / 60:.0f} min (evals incl.)"])
     lines += [table(rows), "",
               "Intervals: Wilson score, 95%. A difference between two rows of 200 problems needs roughly 9-10 points "
               "to clear both intervals.", ""]
