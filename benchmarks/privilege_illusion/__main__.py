@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .pipeline import METHODS, TestbedConfig, premise_config, quick_config, run_all, vlm_config
 from .report import accuracy_table, write_page, write_premise_section
+from .sft_probe import RESULTS as SFT_PROBE_RESULTS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -93,7 +94,11 @@ def main(argv: list[str] | None = None) -> int:
         (out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
     report_dir = Path(args.report_dir) if args.report_dir else (out / "report" if cfg.quick else REPO / "docs")
     if args.variant == "premise":
-        paths = write_premise_section(results, report_dir, command)
+        probe_rows = None
+        if not cfg.quick and SFT_PROBE_RESULTS.is_file():
+            probe_rows = [json.loads(line) for line in SFT_PROBE_RESULTS.read_text(encoding="utf-8").splitlines()
+                          if line.strip()]
+        paths = write_premise_section(results, report_dir, command, probe_rows)
     else:
         paths = write_page(results, report_dir, command)
     for row in accuracy_table(results):

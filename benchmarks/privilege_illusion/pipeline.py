@@ -68,6 +68,9 @@ class TestbedConfig:
     teacher_steps: int = 300
     teacher_lr: float = 3e-3
     student_steps: int = 250
+    # steps of SFT on x+p alone (privileged view) before the student's SFT on `student_data`: the student reads p
+    # before its plain view is trained (the premise variant; 0 = none)
+    student_priv_steps: int = 0
     # "mixed": the student's brief SFT sees x and x+p (the privileged student S(.|x,p) then reads p);
     # "plain": x only (then S(.|x,p) is out of distribution; see the page)
     student_data: str = "mixed"
@@ -110,14 +113,25 @@ def quick_config(out_dir: str, task: str = "text") -> TestbedConfig:
                    eval_every=1, eval_batch=8, jobs=1, quick=True)
 
 
+# The premise variant's SFT budgets, chosen with `python -m benchmarks.privilege_illusion.sft_probe` on the validation
+# split (seed 0) before any distillation run, by the premises alone (rows in benchmarks/results/
+# testbed_premise_sft_probe.jsonl): a mixed teacher needs 900 steps to read p (300: 15% with p, 60% without; 900: 94%
+# and 69% without); a student on the mixed set alone, with p / without p: 250 steps 23/21% (14.8/38.7% on the test
+# split over three seeds, the first premise run), 500: 40/70%, 1000: 100/68% (the ceiling without p: no room left);
+# 300 steps on x+p then 100 on the mixed set: 52/11%.
+SFT_BUDGET_PREMISE = dict(teacher_steps=900, student_priv_steps=300, student_steps=100)
+
+
 def premise_config(out_dir: str, quick: bool = False) -> TestbedConfig:
     """A variant meant to meet the paper's premises: a teacher trained on x and x+p (good without p, better with p),
-    the same student start (whether its privileged view is at least as good as its plain one is measured and shown on
-    the page, not assumed), and the distillation lr chosen on a validation split by the field's basic result (vanilla
+    a student that reads p before its plain view is trained (whether its privileged view is at least as good as its
+    plain one is measured and shown on the page, not assumed), SFT budgets from `SFT_BUDGET_PREMISE`, and the distillation lr chosen on a validation split by the field's basic result (vanilla
     OPD from that teacher, without p, must improve the start), then used for every method. Fixed before any run."""
     base = quick_config(out_dir) if quick else TestbedConfig(out_dir=out_dir)
+    sft_steps = dict(teacher_steps=2, student_priv_steps=1, student_steps=1) if quick else SFT_BUDGET_PREMISE
     return replace(base, variant="premise", teacher_data="mixed", num_val=8 if quick else 100,
-                   lr_grid=(5e-5, 2e-4) if quick else (2e-5, 5e-5, 2e-4))
+                   lr_grid=(5e-5, 2e-4) if quick else (2e-5, 5e-5, 2e-4), **sft_steps)
+
 
 
 def vlm_config(out_dir: str) -> TestbedConfig:
@@ -285,10 +299,7 @@ def run_seed(cfg: TestbedConfig, seed: int, data_dir: str) -> dict[str, Any]:
                                     seed=seed + 1000)
     _check_answer_length(cfg, data_dir, str(student_init))
     teacher = timed("teacher_sft", *teacher_sft_args(cfg, data_dir, seed, str(teacher_init), root))
-    task = task_module(cfg)
-    student_set = task.DATASET_MIXED if cfg.student_data == "mixed" else task.DATASET_TRAIN
-    student = timed("student_sft", sft, cfg, data_dir, seed, student_init, str(root / "student"), "plain",
-                    cfg.student_steps, cfg.student_lr, student_set)
+    student = timed("student_sft", student_sft, cfg, data_dir, seed, str(student_init), root)
     evaluate = Evaluator(cfg, data_dir)
     result: dict[str, Any] = {"seed": seed, "reference": {}, "methods": {}, "timings": timings}
     t0 = time.time()
@@ -340,6 +351,18 @@ def teacher_sft_args(cfg: TestbedConfig, data_dir: str, seed: int, init: str, ro
     return (sft, cfg, data_dir, seed, init, str(root / "teacher"), "privileged", cfg.teacher_steps, cfg.teacher_lr)
 
 
+def student_sft(cfg: TestbedConfig, data_dir: str, seed: int, init: str, root: Path) -> str:
+    """The common start: `student_priv_steps` on x+p (privileged view) if any, then `student_steps` on
+    `student_data` (mixed: x and x+p as plain prompts; plain: x only)."""
+    task = task_module(cfg)
+    if cfg.student_priv_steps:
+        init = sft(cfg, data_dir, seed, init, str(root / "student_priv"), "privileged", cfg.student_priv_steps,
+                   cfg.student_lr, task.DATASET_TRAIN)
+    student_set = task.DATASET_MIXED if cfg.student_data == "mixed" else task.DATASET_TRAIN
+    return sft(cfg, data_dir, seed, init, str(root / "student"), "plain", cfg.student_steps, cfg.student_lr,
+               student_set)
+
+
 def select_lr(cfg: TestbedConfig, data_dir: str) -> dict[str, Any]:
     """The premise variant's lr search: seed `seeds[0]`'s teacher and student (SFT as in `run_seed`, reused by it),
     then `lr_select_method` at each lr of the grid, scored by final accuracy on the validation split without p.
@@ -356,10 +379,7 @@ def select_lr(cfg: TestbedConfig, data_dir: str) -> dict[str, Any]:
                                     seed=seed + 1000)
     fn, *args = teacher_sft_args(cfg, data_dir, seed, str(teacher_init), root)
     teacher = fn(*args)
-    task = task_module(cfg)
-    student_set = task.DATASET_MIXED if cfg.student_data == "mixed" else task.DATASET_TRAIN
-    student = sft(cfg, data_dir, seed, str(student_init), str(root / "student"), "plain", cfg.student_steps,
-                  cfg.student_lr, student_set)
+    student = student_sft(cfg, data_dir, seed, str(student_init), root)
     evaluate = Evaluator(cfg, data_dir, dataset=VAL_DATASET)
     method = next(m for m in METHODS if m.name == cfg.lr_select_method)
     rows = [{"lr": 0.0, "accuracy": evaluate(student)["accuracy"], "note": "start"}]

@@ -537,19 +537,36 @@ def premise_checks(results: dict[str, Any]) -> list[str]:
     return lines
 
 
-def premise_section(results: dict[str, Any], png_name: str, command: str) -> str:
+def sft_probe_table(rows: list[dict[str, Any]]) -> list[list[str]]:
+    """The SFT budget probe's rows (`sft_probe`, validation split), one line per SFT run."""
+    table = [["model", "SFT", "validation accuracy with p (%)", "without p (%)", "hidden-operand q. with p (%)"]]
+    for r in rows:
+        if r["role"] == "teacher":
+            sft = f"{r['steps']} steps on x and x+p"
+        else:
+            sft = " then ".join(part for part in (
+                f"{r['priv_steps']} steps on x+p" if r["priv_steps"] else "",
+                f"{r['steps']} steps on x and x+p" if r["steps"] else "") if part)
+        table.append([r["role"], sft, f"{100 * r['x+p']['accuracy']:.0f}", f"{100 * r['x']['accuracy']:.0f}",
+                      f"{100 * r['x+p']['accuracy_hidden']:.0f}"])
+    return table
+
+
+def premise_section(results: dict[str, Any], png_name: str, command: str,
+                    sft_probe: Optional[list[dict[str, Any]]] = None) -> str:
     cfg = results["config"]
     sel = results.get("lr_selection")
     labels_fix = ("teacher (SFT on x+p)", "teacher (SFT on x and x+p)") if cfg.get("teacher_data") == "mixed" else None
     acc_rows = accuracy_table(results)
     if labels_fix:
         acc_rows = [[c.replace(*labels_fix) for c in row] for row in acc_rows]
-    parts = [PREMISE_START, "", "## Premise variant: a teacher good without p, the lr chosen on validation", "",
+    parts = [PREMISE_START, "", "## Premise variant: a teacher good without p, a student that reads p, the lr chosen "
+             "on validation", "",
              "```bash", command, "```", "",
              f"{'**Quick mode: a pipeline check, the numbers mean nothing.** ' if cfg['quick'] else ''}"
-             f"Same task, student and methods as above, except: the teacher's SFT sees x and x+p "
-             f"(`{cfg.get('teacher_data')}`: each training row twice, meant to make it good without p and better with "
-             f"it; checked below); "
+             f"Same task and methods as above, except: the teacher's SFT sees x and x+p "
+             f"(`{cfg.get('teacher_data')}`: each training row twice, {cfg['teacher_steps']} steps), meant to make it "
+             f"good without p and better with it; {student_line(cfg)} (both checked below); "
              f"a validation split ({cfg.get('num_val')} independent rows, `pi_text_val`) on which the distillation lr "
              f"is chosen among {', '.join(f'{lr:g}' for lr in cfg.get('lr_grid', ()))} by the field's basic result "
              f"(`{sel['method'] if sel else cfg.get('lr_select_method')}` from the common start, seed "
@@ -557,6 +574,13 @@ def premise_section(results: dict[str, Any], png_name: str, command: str) -> str
              f"then used for every method alike. Seeds {', '.join(str(s) for s in cfg['seeds'])}; wall time "
              f"{results['runtime_s'] / 60:.1f} min. This configuration was fixed before any run; nothing was tuned "
              "toward a ranking.", ""]
+    if sft_probe:
+        parts += ["### SFT budgets (validation split)", "",
+                  "Chosen before any distillation run, on the validation split with seed 0's models, by the premises "
+                  "alone (`python -m benchmarks.privilege_illusion.sft_probe`; rows in "
+                  "`benchmarks/results/testbed_premise_sft_probe.jsonl`). The first premise run used 300 teacher "
+                  "steps and 250 student steps on x and x+p: its teacher was worse with p than without and its "
+                  "student read p badly.", "", markdown_table(sft_probe_table(sft_probe)), ""]
     if sel:
         parts += ["### Learning rate (validation split)", "",
                   markdown_table([["lr", "validation accuracy without p (%)"]] + [
@@ -581,14 +605,24 @@ def premise_section(results: dict[str, Any], png_name: str, command: str) -> str
     return "\n".join(parts)
 
 
-def write_premise_section(results: dict[str, Any], report_dir: str | Path, command: str) -> dict[str, str]:
-    """Write (or replace) the premise variant's section at the end of testbed.md in `report_dir`, and its PNG."""
+def student_line(cfg: dict[str, Any]) -> str:
+    if cfg.get("student_priv_steps"):
+        return (f"the student first reads p ({cfg['student_priv_steps']} steps on x+p alone, privileged view), then "
+                f"{cfg['student_steps']} steps on x and x+p, so that its privileged view is at least as good as its "
+                "plain one with room left without p")
+    return f"the student as above ({cfg['student_steps']} steps on x and x+p)"
+
+
+def write_premise_section(results: dict[str, Any], report_dir: str | Path, command: str,
+                          sft_probe: Optional[list[dict[str, Any]]] = None) -> dict[str, str]:
+    """Write (or replace) the premise variant's section at the end of testbed.md in `report_dir`, and its PNG;
+    `sft_probe`: the rows that chose the SFT budgets (`sft_probe.py`)."""
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
     png = plot_curves(results, report_dir / "testbed_premise_curves.png")
     md = report_dir / "testbed.md"
     page = md.read_text(encoding="utf-8") if md.is_file() else "# Privilege-illusion testbed\n"
-    section = premise_section(results, Path(png).name, command)
+    section = premise_section(results, Path(png).name, command, sft_probe)
     if PREMISE_START in page and PREMISE_END in page:
         head, rest = page.split(PREMISE_START, 1)
         page = head + section + rest.split(PREMISE_END, 1)[1]

@@ -45,6 +45,11 @@ def test_quick_premise_variant_runs_into_tmp(tmp_path):
     # the teacher's SFT read the mixed set (x and x+p) with the plain view
     teacher_args = json.loads((out / "seed0" / "teacher" / "dopd_sft_done.json").read_text())
     assert teacher_args["view"] == "plain"
+    # the student reads p first (x+p alone, privileged view), then the mixed set
+    priv_args = json.loads((out / "seed0" / "student_priv" / "dopd_sft_done.json").read_text())
+    student_args = json.loads((out / "seed0" / "student" / "dopd_sft_done.json").read_text())
+    assert (priv_args["view"], priv_args["steps"]) == ("privileged", cfg["student_priv_steps"])
+    assert (student_args["view"], student_args["steps"]) == ("plain", cfg["student_steps"])
     dopd_log = results["seeds"][0]["methods"]["dopd"]["log"]
     assert any("dopd/HS/rejected_raised_frac" in r or "dopd/all/teacher_rejected_frac" in r for r in dopd_log)
 
@@ -53,4 +58,34 @@ def test_quick_premise_variant_runs_into_tmp(tmp_path):
     assert "Student's privileged view at least as good as its plain one" in page
     assert "### Learning rate (validation split)" in page and "### Diagnostics" in page
     assert "teacher (SFT on x and x+p), evaluated without p" in page
+    assert "the student first reads p (1 steps on x+p alone" in page
     assert (out / "report" / "testbed_premise_curves.png").stat().st_size > 0
+
+
+def test_sft_probe_scores_both_views_on_validation(tmp_path):
+    from benchmarks.privilege_illusion.sft_probe import main
+
+    results = tmp_path / "probe.jsonl"
+    for role, extra in (("teacher", []), ("student", ["--priv-steps", "1"])):
+        assert main(["--role", role, "--steps", "2", "--quick", "--out", str(tmp_path / "work"),
+                     "--results", str(results), *extra]) == 0
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    assert [(r["role"], r["priv_steps"], r["steps"]) for r in rows] == [("teacher", 0, 2), ("student", 1, 2)]
+    for row in rows:
+        assert row["split"] == "pi_text_val"
+        assert all(0.0 <= row[view]["accuracy"] <= 1.0 for view in ("x", "x+p"))
+    priv = json.loads((tmp_path / "work" / "student_1_2" / "student_priv" / "dopd_sft_done.json").read_text())
+    assert priv == {"steps": 1, "lr": 0.003, "view": "privileged"}
+
+
+def test_sft_probe_table_names_each_budget():
+    from benchmarks.privilege_illusion.report import sft_probe_table
+
+    views = {"x": {"accuracy": 0.11}, "x+p": {"accuracy": 0.52, "accuracy_hidden": 0.25}}
+    rows = [{"role": "teacher", "priv_steps": 0, "steps": 900, **views},
+            {"role": "student", "priv_steps": 300, "steps": 100, **views},
+            {"role": "student", "priv_steps": 300, "steps": 0, **views}]
+    table = sft_probe_table(rows)
+    assert [r[1] for r in table[1:]] == ["900 steps on x and x+p", "300 steps on x+p then 100 steps on x and x+p",
+                                         "300 steps on x+p"]
+    assert table[2][2:] == ["52", "11", "25"]
