@@ -89,3 +89,12 @@ def test_sft_probe_table_names_each_budget():
     assert [r[1] for r in table[1:]] == ["900 steps on x and x+p", "300 steps on x+p then 100 steps on x and x+p",
                                          "300 steps on x+p"]
     assert table[2][2:] == ["52", "11", "25"]
+
+
+def test_lr_choice_at_the_grid_edge_is_named():
+    from benchmarks.privilege_illusion.report import grid_edge_note
+
+    rows = [{"lr": 0.0}, {"lr": 2e-5}, {"lr": 5e-5}, {"lr": 2e-4}]
+    assert "largest of the grid" in grid_edge_note({"rows": rows, "chosen_lr": 2e-4})
+    assert "smallest of the grid" in grid_edge_note({"rows": rows, "chosen_lr": 2e-5})
+    assert grid_edge_note({"rows": rows, "chosen_lr": 5e-5}) == ""
