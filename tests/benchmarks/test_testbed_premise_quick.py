@@ -98,3 +98,20 @@ def test_lr_choice_at_the_grid_edge_is_named():
     assert "largest of the grid" in grid_edge_note({"rows": rows, "chosen_lr": 2e-4})
     assert "smallest of the grid" in grid_edge_note({"rows": rows, "chosen_lr": 2e-5})
     assert grid_edge_note({"rows": rows, "chosen_lr": 5e-5}) == ""
+
+
+def test_basic_result_reached_in_the_mean_only_is_said_so():
+    from benchmarks.privilege_illusion.report import premise_checks
+
+    def seed(start, final):
+        ref = {k: {"accuracy": a} for k, a in (("student_before", start), ("student_before_with_p", 0.6),
+                                                ("teacher_with_p", 0.9), ("teacher_without_p", 0.75))}
+        return {"reference": ref, "methods": {"vanilla_opd": {"final": {"accuracy": final}}}}
+
+    def basic(seeds):
+        lines = premise_checks({"config": {"methods": ["vanilla_opd"]}, "seeds": seeds})
+        return next(line for line in lines if "basic result" in line)
+
+    assert "reached in the mean only: +3.3" in basic([seed(0.1, 0.3), seed(0.4, 0.35), seed(0.1, 0.05)])
+    assert "reached in every seed" in basic([seed(0.1, 0.2), seed(0.2, 0.3)])
+    assert "NOT reached" in basic([seed(0.3, 0.2), seed(0.2, 0.25)])
