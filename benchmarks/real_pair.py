@@ -220,15 +220,21 @@ def chosen_template(cfg: RealPairConfig, records: list[dict[str, Any]]) -> tuple
 
 
 # ---------------------------------------------------------------------------------------------- stages
-def run_template(cfg: RealPairConfig, emit: Any) -> dict[str, Any]:
+def run_template(cfg: RealPairConfig, emit: Any, done: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """Both models, both hint templates and no hint, on the validation split (each evaluation `emit`ted as it
     finishes). The template with the teacher's best accuracy with p is chosen (p is there to make the teacher's
-    supervision better); ties go to the repo default (block). The teacher's evaluations run first."""
+    supervision better); ties go to the repo default (block). The teacher's evaluations run first. Parts in `done`
+    (see `recorded_evaluations`) are taken from there, not measured again."""
     student, teacher = model_paths(cfg)
     val: dict[str, Any] = {}
     for role, path, dtype in (("teacher", teacher, cfg.teacher_dtype), ("student", student, cfg.student_dtype)):
         for name, template in (*HINT_TEMPLATES.items(), ("none", None)):
             key = f"{role}/x+p[{name}]" if template else f"{role}/x"
+            if key in (done or {}):
+                val[key] = done[key]
+                logger.info("template %s: already recorded (%s, %.3f); skipped", key, done[key].get("finished"),
+                            done[key]["accuracy"])
+                continue
             val[key] = evaluate(cfg, path, "rp_val", template or HINT_TEMPLATES["block"], template is not None, dtype)
             emit({"part": key, "split": "rp_val", **val[key]})
             logger.info("template %s: %.3f (%.0f s)", key, val[key]["accuracy"], val[key]["seconds"])
@@ -240,20 +246,22 @@ def run_template(cfg: RealPairConfig, emit: Any) -> dict[str, Any]:
 
 
 # what makes two held-out evaluations the same measurement (greedy decoding: the batch size is not among them)
-SAME_EVALUATION = ("student", "teacher", "task_seed", "num_eval", "eval_max_new_tokens", "student_dtype",
-                   "teacher_dtype", "quick")
+SAME_EVALUATION = ("student", "teacher", "task_seed", "num_eval", "num_val", "eval_max_new_tokens",
+                   "student_dtype", "teacher_dtype", "quick")
 
 
-def recorded_reference(cfg: RealPairConfig, tname: str, records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The reference evaluations already in the results file for this task, template and models, by part: a
-    `--method reference` run measures only the others (each takes from half an hour to 1.5 hours here). Delete a
-    record from the file to measure it again."""
+def recorded_evaluations(cfg: RealPairConfig, stage: str, records: list[dict[str, Any]],
+                         tname: Optional[str] = None) -> dict[str, dict[str, Any]]:
+    """The evaluations of `stage` already in the results file for this task and models (and hint template `tname`
+    when given; a template-stage part names its own template), by part: a `--method reference` or `template` run
+    measures only the others (each takes from minutes to 1.5 hours here). Delete a record to measure it again."""
     mine = cfg.to_json()
     found: dict[str, dict[str, Any]] = {}
     for rec in records:
         theirs = rec.get("config") or {}
-        if (rec.get("stage") == "reference" and "accuracy" in rec and rec.get("template") == tname
-                and all(theirs.get(k) == mine[k] for k in SAME_EVALUATION)):
+        if (rec.get("stage") == stage and "accuracy" in rec and (tname is None or rec.get("template") == tname)
+                and all(theirs.get(k, RealPairConfig.__dataclass_fields__[k].default) == mine[k]
+                        for k in SAME_EVALUATION)):
             found[rec["part"]] = rec
     return found
 
@@ -261,7 +269,7 @@ def recorded_reference(cfg: RealPairConfig, tname: str, records: list[dict[str, 
 def run_reference(cfg: RealPairConfig, template: str, emit: Any, done: Optional[dict[str, Any]] = None
                   ) -> dict[str, Any]:
     """Start (student) and teacher on the held-out split, without and with p; one record per evaluation. Parts in
-    `done` (see `recorded_reference`) are skipped."""
+    `done` (see `recorded_evaluations`) are skipped."""
     student, teacher = model_paths(cfg)
     for key, path, with_p, dtype in (("student/x", student, False, cfg.student_dtype),
                                      ("student/x+p", student, True, cfg.student_dtype),
@@ -399,9 +407,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                                     "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), **body})
 
         if stage == "template":
-            emit(run_template(cfg, emit))
+            emit(run_template(cfg, emit, recorded_evaluations(cfg, "template", records)))
         elif stage == "reference":
-            emit(run_reference(cfg, template, emit, recorded_reference(cfg, tname, records)))
+            emit(run_reference(cfg, template, emit, recorded_evaluations(cfg, "reference", records, tname)))
         else:
             emit(run_method(cfg, stage, template))
         logger.info("stage %s done in %.0f s -> %s", stage, time.time() - started, results)

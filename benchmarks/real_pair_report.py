@@ -222,6 +222,13 @@ def plot(records: list[dict[str, Any]], start: Optional[dict[str, Any]], path: P
     return path.name
 
 
+def eval_every_text(records: list[dict[str, Any]], cfg: dict[str, Any]) -> str:
+    """The methods' own evaluation interval(s), from their records (a reference record's config has the default)."""
+    every = sorted({r["config"]["eval_every"] for r in records
+                    if r.get("stage") in METHOD_LABELS and r.get("curve") and "eval_every" in r.get("config", {})})
+    return " / ".join(str(e) for e in every) if every else str(cfg.get("eval_every"))
+
+
 def write_page(records: list[dict[str, Any]], report_dir: Any, quick: bool = False,
                probe: Optional[dict[str, Any]] = None) -> dict[str, str]:
     records = [r for r in records if bool(r.get("quick")) == quick]
@@ -263,7 +270,7 @@ def write_page(records: list[dict[str, Any]], report_dir: Any, quick: bool = Fal
         f"{cfg.get('batch')} prompts × {cfg.get('num_generations')} rollouts (temperature 1, top-p 1, no top-k, "
         f"{cfg.get('max_new_tokens')} new tokens), AdamW at the constant learning rate in each row, everything else at "
         f"the repo defaults (K 128, beta_l 0.6, beta_w 0.3, trim 5%); held-out accuracy without p every "
-        f"{cfg.get('eval_every')} steps. Learning rates: 1e-5 was set before any run; 3e-6 is what the one-step "
+        f"{eval_every_text(records, cfg)} steps. Learning rates: 1e-5 was set before any run; 3e-6 is what the one-step "
         "probe below suggested on a training batch, chosen before any run at it (no validation or test problem was "
         "used to choose it). One seed.", ""]
     # ------------------------------------------------------------------ template

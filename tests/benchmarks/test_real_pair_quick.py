@@ -120,13 +120,13 @@ def _with_stand_in_checkpoints(cfg, tmp_path):
 def test_reference_skips_only_evaluations_recorded_for_the_same_measurement(tmp_path):
     from dataclasses import replace
 
-    from benchmarks.real_pair import RealPairConfig, recorded_reference, run_reference
+    from benchmarks.real_pair import RealPairConfig, recorded_evaluations, run_reference
 
     cfg = _with_stand_in_checkpoints(RealPairConfig(out_dir=str(tmp_path)), tmp_path)
     same = {"stage": "reference", "template": "block", "config": cfg.to_json(), "part": "student/x", "accuracy": 0.67}
     other_n = {**same, "part": "student/x+p", "config": replace(cfg, num_eval=50).to_json()}
     other_template = {**same, "part": "teacher/x", "template": "hint_line"}
-    done = recorded_reference(replace(cfg, eval_batch=100), "block", [same, other_n, other_template])
+    done = recorded_evaluations(replace(cfg, eval_batch=100), "reference", [same, other_n, other_template], "block")
     assert set(done) == {"student/x"}  # the eval batch size does not change a greedy measurement
 
     measured = []
@@ -144,6 +144,35 @@ def test_reference_skips_only_evaluations_recorded_for_the_same_measurement(tmp_
     assert measured == [(False, True), (True, True), (True, False)]  # student/x was not measured again
 
 
+def test_template_stage_takes_recorded_validation_runs_and_chooses_from_all(tmp_path):
+    from dataclasses import replace
+
+    import benchmarks.real_pair as rp
+
+    cfg = _with_stand_in_checkpoints(rp.RealPairConfig(out_dir=str(tmp_path)), tmp_path)
+    block = {"stage": "template", "template": "block", "config": cfg.to_json(), "part": "teacher/x+p[block]",
+             "split": "rp_val", "accuracy": 0.85, "correct": 17, "n": 20}
+    other_val = {**block, "part": "teacher/x", "config": replace(cfg, num_val=40).to_json()}
+    done = rp.recorded_evaluations(cfg, "template", [block, other_val])
+    assert set(done) == {"teacher/x+p[block]"}  # another validation size is another measurement
+
+    measured, emitted = [], []
+
+    def fake_evaluate(cfg, path, dataset, template, with_p, dtype):
+        measured.append((path.endswith("large"), template, with_p))
+        return {"accuracy": 0.9 if template == rp.HINT_TEMPLATES["hint_line"] and with_p else 0.5, "seconds": 1.0}
+
+    original, rp.evaluate = rp.evaluate, fake_evaluate
+    try:
+        rp.run_template(cfg, emitted.append, done)
+    finally:
+        rp.evaluate = original
+    assert (True, rp.HINT_TEMPLATES["block"], True) not in measured  # the recorded teacher run is not repeated
+    assert (True, rp.HINT_TEMPLATES["hint_line"], True) in measured and len(measured) == 5
+    chosen = [e for e in emitted if e.get("part") == "chosen"]
+    assert chosen == [{"part": "chosen", "chosen": "hint_line", "rule": chosen[0]["rule"]}]  # 0.9 beats the recorded 0.85
+
+
 def test_a_run_stopped_before_its_last_step_is_not_recorded_as_a_result(tmp_path, monkeypatch):
     """SIGTERM ends training gracefully and `run_train` returns; such a run must not count as the method's result."""
     from types import SimpleNamespace
@@ -157,3 +186,12 @@ def test_a_run_stopped_before_its_last_step_is_not_recorded_as_a_result(tmp_path
         monkeypatch.setattr(workflow, "run_train", lambda config: SimpleNamespace(log_history=log, plots=[]))
         out = run_method(cfg, "dopd", "T")
         assert (out["part"], out["steps_done"]) == (part, steps_run)
+
+
+def test_page_states_the_methods_own_evaluation_interval():
+    from benchmarks.real_pair_report import eval_every_text
+
+    method = {"stage": "dopd", "curve": [{"step": 8}], "config": {"eval_every": 8}}
+    reference = {"stage": "reference", "config": {"eval_every": 4}}
+    assert eval_every_text([method, reference], reference["config"]) == "8"
+    assert eval_every_text([reference], reference["config"]) == "4"
