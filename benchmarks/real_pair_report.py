@@ -97,7 +97,16 @@ NOTES = """- Precision: both models run in float32. On this machine (2 AVX2 core
   further and changes style; which of those terms brings the code was not isolated (a run per routing-table variant,
   e.g. `prune_mode`, would). The held-out answers of each run at 3e-6 are kept (`predictions` in the records; copies in
   `benchmarks/results/real_pair_predictions/`). The runs took ~110 s per step and ~570 s per evaluation on the
-  otherwise idle machine."""
+  otherwise idle machine.
+- Session of 2026-12-04, 17:37-19:07 UTC: the teacher's held-out evaluations (`--method reference --eval-batch
+  100`, same 200 problems, template and greedy decoding as the start). **Teacher without p 80.5% (161/200), with p
+  74.0% (148/200).** On the test split p lowers the 1.5B's accuracy by 6.5 points (the intervals overlap), although
+  it answered 17 of 20 validation problems with p and the issue's 40-problem check with plain transformers and
+  another prompt found 95% with p against 82.5% without. So in this pair the teacher is better than the student
+  (80.5% against 67.0%) but not better with p: the paper's premise "a teacher helped by p" does not hold on this
+  split with this template. That fits the ranking at 3e-6: the methods whose target sees p (vanilla OPD with the
+  privileged teacher 48.0%, DOPD 11.0%) end below the one whose teacher does not (66.0%). The teacher's x+p
+  evaluation took 3,531 s while other jobs shared the CPU; x took 1,802 s alone."""
 
 
 def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
