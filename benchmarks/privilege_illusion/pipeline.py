@@ -129,13 +129,14 @@ LR_GRID_PREMISE = (2e-5, 5e-5, 2e-4, 5e-4, 1e-3)
 def premise_config(out_dir: str, quick: bool = False) -> TestbedConfig:
     """A variant meant to meet the paper's premises: a teacher trained on x and x+p (good without p, better with p),
     a student that reads p before its plain view is trained (whether its privileged view is at least as good as its
-    plain one is measured and shown on the page, not assumed), SFT budgets from `SFT_BUDGET_PREMISE`, and the distillation lr chosen on a validation split by the field's basic result (vanilla
-    OPD from that teacher, without p, must improve the start), then used for every method. Fixed before any run."""
+    plain one is measured and shown on the page, not assumed), SFT budgets from `SFT_BUDGET_PREMISE`, and the
+    distillation lr chosen on a validation split by the field's basic result (vanilla OPD from that teacher, without
+    p, must improve the start), then used for every method. How the budgets and the grid came about: see the
+    comments above and the page's "Earlier runs"."""
     base = quick_config(out_dir) if quick else TestbedConfig(out_dir=out_dir)
     sft_steps = dict(teacher_steps=2, student_priv_steps=1, student_steps=1) if quick else SFT_BUDGET_PREMISE
     return replace(base, variant="premise", teacher_data="mixed", num_val=8 if quick else 100,
                    lr_grid=(5e-5, 2e-4) if quick else LR_GRID_PREMISE, **sft_steps)
-
 
 
 def vlm_config(out_dir: str) -> TestbedConfig:
