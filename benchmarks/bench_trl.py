@@ -68,6 +68,8 @@ def run_ours(args: argparse.Namespace, stage: str, student: Any, student_dir: st
         extra["pure_bf16"] = True  # TRL trains the bf16 weights themselves: so do we, for equal work
     if stage != "dopd":
         extra["teacher_sees_privileged"] = False
+    if args.loss_chunk_size is not None:
+        extra["loss_chunk_size"] = args.loss_chunk_size
     cfg = trainers.dopd_config(args, stage, student_dir, teacher_dir, args.batch, args.num_generations,
                              args.max_new_tokens, total, **extra)
     samples = data.make_samples("qwen2", args.batch * total, args.prompt_words, args.hint_words, None)
@@ -157,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hint-words", type=int, default=32, help="words of the privileged hint (dopd)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per framework")
+    parser.add_argument("--loss-chunk-size", type=int, default=None,
+                        help="ours: tokens per chunk of the hidden-state loss (default: the trainer's, 256)")
     parser.add_argument("--free-length", action="store_true",
                         help="let answers stop at a stop token (default: exactly --max-new-tokens tokens)")
     parser.add_argument("--_child", default=None, help=argparse.SUPPRESS)

@@ -265,3 +265,53 @@ def test_cpu_bf16_head_is_cast_to_float32_one_block_at_a_time(monkeypatch):
     assert (32, H) in casts and (V, H) not in casts, casts
     grad_whole, _ = run(1 << 20)
     torch.testing.assert_close(grad_blocked, grad_whole, rtol=1e-2, atol=1e-3)
+
+
+def _vocab_rows(run) -> int:
+    """Rows of every product the call makes whose output has V columns (an lm_head applied to hidden rows)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    total = [0]
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func.overloadpacket.__name__ in ("mm", "addmm") and out.dim() == 2 and out.shape[1] == V:
+                total[0] += out.shape[0]
+            return out
+
+    with Record():
+        run()
+    return total[0]
+
+
+def test_topk_terms_score_targets_only_at_the_students_support():
+    """With the student's renormalised top-K support (the default), a target's normaliser over V cancels: its K
+    logits per row decide the term. So the loss pass applies a target's whole lm_head only to the rows whose term
+    needs the whole distribution (DOPD: HT, full JS to the teacher); top-K rows gather K rows of the head. Counted
+    at the dispatcher, and the result still equals the logits path."""
+    from dopd.distill import routing_pass_from_hidden
+
+    h_s, h_p, h_t, head_s, head_t, labels = make_hidden(seed=3)
+    cfg = DOPDLossConfig(top_k=8)
+    n = int((labels != -100).sum())
+    routing = routing_pass_from_hidden(h_p, h_t, labels, head_s, head_t)
+    box = {}
+
+    def loss_only():
+        box["out"] = dopd_loss_from_hidden(h_s, h_p, h_t, labels, head_s, head_t, config=cfg, chunk_size=5,
+                                           routing=routing)
+
+    rows = _vocab_rows(loss_only)
+    ht = int((box["out"].regimes == 0).sum())
+    assert 0 < ht < n
+    assert rows == n + ht  # the student's rows, and the teacher's on HT rows only (was 2 n: every row's target)
+    assert_same(by_logits(h_s, h_p, h_t, head_s, head_t, labels, cfg), by_hidden(h_s, h_p, h_t, head_s, head_t,
+                                                                                 labels, cfg, 5))
+    # a support chosen by the target, or raw (unrenormalised) probabilities, need the target's whole row
+    for other in (DOPDLossConfig(top_k=8, topk_support="target"), DOPDLossConfig(top_k=8, topk_renormalize=False)):
+        full = _vocab_rows(lambda: dopd_loss_from_hidden(h_s, h_p, h_t, labels, head_s, head_t, config=other,
+                                                         chunk_size=5, routing=routing))
+        assert full == 2 * n
+        assert_same(by_logits(h_s, h_p, h_t, head_s, head_t, labels, other),
+                    by_hidden(h_s, h_p, h_t, head_s, head_t, labels, other, 5))

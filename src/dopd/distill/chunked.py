@@ -2,7 +2,8 @@
 
 Same two passes as `dopd_loss` (see loss.py). Pass 1 (no grad) applies the privileged student's and the
 teacher's lm_head chunk by chunk and keeps only log q of the sampled tokens. Pass 2 applies the student lm_head
-to one chunk, computes the routed terms (targets' lm_heads applied only to the rows routed to them), and takes
+to one chunk, computes the routed terms (targets' lm_heads applied only to the rows routed to them, and for a
+top-K term on the student's renormalised support only at those K ids, from K gathered head rows), and takes
 the gradient of the chunk's weighted loss wrt the chunk's logits at once; it is contracted right away into
 d/d(hidden) ([N, H]) and accumulated into d/d(lm_head weight) ([V, H]) and bias. Backward only scales these.
 Peak extra memory: one chunk's [chunk x V] intermediates + [N, H] + one [V, H] accumulator (only when the lm_head
@@ -22,7 +23,7 @@ from torch import Tensor
 from .config import DOPDLossConfig
 from .diagnostics import DiagnosticsProbe
 from .outputs import DOPDLossOutput, check_labels, check_needed, scatter_outputs, valid_positions
-from .passes import RoutingPass, RowFn, diagnostics_of, loss_pass, routing_pass, start_routing
+from .passes import HeadRows, RoutingPass, RowFn, diagnostics_of, loss_pass, routing_pass, start_routing
 from .plan import Plan, make_plan
 from .routing import Thresholds
 
@@ -155,7 +156,8 @@ def _target_row_fns(
     priv_hidden: Optional[Tensor], teacher_hidden: Optional[Tensor], labels: Tensor, w_s: Tensor,
     b_s: Optional[Tensor], teacher_lm_head: Optional[LMHead], vocab: int, flat_idx: Tensor, dense: bool,
 ) -> dict[str, Optional[RowFn]]:
-    """Row functions of the no-grad targets: valid-token rows -> float32 logits over the first `vocab` ids.
+    """Row functions of the no-grad targets (`HeadRows`): valid-token rows -> float32 logits over the first `vocab`
+    ids, or over K ids per row for the top-K terms.
 
     The targets' logit rows are handed over as float32 (what log_probs makes of them anyway): the low-precision
     [chunk, V] product is freed at once instead of living on next to its float32 copy and log-softmax."""
@@ -166,7 +168,7 @@ def _target_row_fns(
                 f"priv_student_hidden must be [B, T, H] like the student's; got {tuple(priv_hidden.shape)}")
         h_p = _rows(priv_hidden.detach(), flat_idx, dense)
         w_p, b_p = w_s.detach()[:vocab], b_s.detach()[:vocab] if b_s is not None else None
-        targets["privileged_student"] = lambda rows: F.linear(h_p[rows], w_p, b_p).float()
+        targets["privileged_student"] = HeadRows(h_p, w_p, b_p)
     if teacher_hidden is not None:
         if teacher_lm_head is None:
             raise ValueError("teacher_hidden was given without teacher_lm_head")
@@ -178,7 +180,7 @@ def _target_row_fns(
         w_t = w_t.detach()[:vocab]  # padded vocabulary: the rows past the student's are never sampled
         b_t = b_t.detach()[:vocab] if b_t is not None else None
         h_t = _rows(teacher_hidden.detach(), flat_idx, dense)
-        targets["teacher"] = lambda rows: F.linear(h_t[rows], w_t, b_t).float()
+        targets["teacher"] = HeadRows(h_t, w_t, b_t)
     return targets
 
 

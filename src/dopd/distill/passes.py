@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional, Union
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .config import DOPDLossConfig
@@ -24,6 +25,33 @@ from .plan import Plan
 # rows of the valid-token list (a slice, or an index tensor) -> target logits [n, V] (no grad)
 RowFn = Callable[[Union[slice, Tensor]], Tensor]
 GradSink = Callable[[int, int, Tensor], None]  # (start, end, d sum(L_n) / d z rows) -> stores what it needs
+_GATHERED_ELEMENTS = 1 << 24  # per [rows, K, H] block of lm_head rows gathered by `HeadRows.columns`
+
+
+class HeadRows:
+    """A no-grad target given by its final hidden states of the valid tokens [N, H] and an lm_head ([V, H] weight
+    over the first V ids, optional bias). Called with rows it is a RowFn (float32 logits over all V ids); `columns`
+    gives only K ids per row, [n, K], from K gathered rows of the head (n * K * H multiply-adds instead of n * V * H),
+    which is all a top-K term on the student's renormalised support needs of it."""
+
+    def __init__(self, hidden: Tensor, weight: Tensor, bias: Optional[Tensor]) -> None:
+        self.hidden, self.weight, self.bias = hidden, weight, bias
+
+    def __call__(self, rows: Union[slice, Tensor]) -> Tensor:
+        return F.linear(self.hidden[rows], self.weight, self.bias).float()
+
+    def columns(self, rows: Union[slice, Tensor], ids: Tensor) -> Tensor:
+        h = self.hidden[rows]
+        out = torch.empty(ids.shape, dtype=torch.float32, device=h.device)
+        step = max(1, _GATHERED_ELEMENTS // max(1, ids.shape[1] * h.shape[1]))
+        for r0 in range(0, h.shape[0], step):
+            r1 = min(h.shape[0], r0 + step)
+            block = ids[r0:r1]
+            z = torch.bmm(self.weight[block], h[r0:r1].unsqueeze(-1)).squeeze(-1)  # [r, K]
+            if self.bias is not None:
+                z = z + self.bias[block]
+            out[r0:r1] = z
+        return out
 
 
 # ---------------------------------------------------------------------------------------------- pass 1
@@ -99,8 +127,7 @@ def chunk_losses(
             continue
         every = sel.numel() == n
         row_fn = targets[target]
-        with torch.no_grad():
-            t_logp = log_probs(row_fn(rows if every else sel + rows.start), config.temperature)
+        target_rows = rows if every else sel + rows.start
         if div.endswith("_topk") and config.top_k < vocab:
             # gather the K entries straight from the chunk's rows: no [rows, V] copy of the student, and the
             # target's [rows, V] is released before the backward
@@ -108,12 +135,25 @@ def chunk_losses(
                 if student_topk is None:
                     student_topk = s_logp.topk(config.top_k, dim=-1, sorted=False).indices
                 idx = student_topk if every else student_topk[sel]
+                if config.topk_renormalize and isinstance(row_fn, HeadRows):
+                    # renormalised on the student's support, the target's normaliser over V cancels: its logits
+                    # at the K ids decide the term (equal to the full row's unless a log-probability there is
+                    # below LOG_FLOOR, which finite heads do not reach)
+                    with torch.no_grad():
+                        t_in = row_fn.columns(target_rows, idx)
+                        if config.temperature != 1.0:
+                            t_in = t_in / config.temperature
+                else:
+                    with torch.no_grad():
+                        t_in = log_probs(row_fn(target_rows), config.temperature).gather(1, idx)
             else:
-                idx = t_logp.topk(config.top_k, dim=-1, sorted=False).indices
+                with torch.no_grad():
+                    t_logp = log_probs(row_fn(target_rows), config.temperature)
+                    idx = t_logp.topk(config.top_k, dim=-1, sorted=False).indices
+                    t_in = t_logp.gather(1, idx)
+                    del t_logp
             where = ((torch.arange(n, device=s_logp.device) if every else sel).unsqueeze(1), idx)
             s_in = s_logp[where]
-            t_in = t_logp.gather(1, idx)
-            del t_logp
             with torch.enable_grad():
                 if want_grad:
                     s_in.requires_grad_(True)
@@ -121,6 +161,8 @@ def chunk_losses(
                 val = FULL_FUNCTIONS[div[: -len("_topk")]](s_k, t_k)
         else:
             where = None
+            with torch.no_grad():
+                t_logp = log_probs(row_fn(target_rows), config.temperature)
             s_in = (s_logp if every else s_logp[sel]).detach()
             with torch.enable_grad():
                 if want_grad:
