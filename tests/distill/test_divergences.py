@@ -143,3 +143,32 @@ def test_full_divergence_gradients_pass_gradcheck_for_both_inputs():
         s = torch.log_softmax(torch.randn(3, 6, generator=g, dtype=torch.float64), -1).requires_grad_(True)
         t = torch.log_softmax(torch.randn(3, 6, generator=g, dtype=torch.float64), -1).requires_grad_(True)
         assert torch.autograd.gradcheck(lambda a, b: _FullDivergence.apply(a, b, kind), (s, t)), kind
+
+
+@pytest.mark.parametrize("shape", [(5, 6), (2, 3, 6)])
+def test_full_divergence_in_row_blocks_passes_gradcheck(monkeypatch, shape):
+    """Blocks of 2 rows (a remainder block, and leading dims flattened): same values and gradients."""
+    import dopd.distill.divergences as divergences
+    from dopd.distill.divergences import _FullDivergence
+
+    monkeypatch.setattr(divergences, "_BLOCK_ELEMENTS", 2 * shape[-1])
+    g = torch.Generator().manual_seed(9)
+    for kind in FULL:
+        s = torch.log_softmax(torch.randn(*shape, generator=g, dtype=torch.float64), -1).requires_grad_(True)
+        t = torch.log_softmax(torch.randn(*shape, generator=g, dtype=torch.float64), -1).requires_grad_(True)
+        assert torch.autograd.gradcheck(lambda a, b: _FullDivergence.apply(a, b, kind), (s, t)), kind
+        whole = _full_value(kind, s.detach(), t.detach())
+        torch.testing.assert_close(_FullDivergence.apply(s, t, kind).detach(), whole)
+
+
+def _full_value(kind, s, t):
+    return {"rkl": reverse_kl_ref, "fkl": lambda a, b: reverse_kl_ref(b, a), "js": js_ref}[kind](s, t)
+
+
+def reverse_kl_ref(s, t):
+    return (s.exp() * (s - t)).sum(-1)
+
+
+def js_ref(s, t):
+    m = torch.logaddexp(s, t) - torch.log(torch.tensor(2.0, dtype=s.dtype))
+    return 0.5 * (t.exp() * (t - m)).sum(-1) + 0.5 * (s.exp() * (s - m)).sum(-1)

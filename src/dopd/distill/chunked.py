@@ -76,14 +76,14 @@ class _FusedHiddenLoss(torch.autograd.Function):
         # gradient accumulator: 297 MiB for a 151,936 x 512 head).
         cpu_float32 = w.device.type == "cpu" and (w.dtype != torch.float32 or torch.is_autocast_enabled("cpu"))
 
-        def sink(start: int, end: int, g: Tensor) -> None:
-            if cpu_float32:
+        def sink(start: int, end: int, g: Tensor, dtype: torch.dtype) -> None:
+            if cpu_float32:  # g is float32 already: no low-precision copy of it and no float32 copy back
                 with torch.autocast("cpu", enabled=False):
-                    for r0 in range(0, end - start, _CPU_ROWS):  # a float32 copy of a few rows of g at a time
+                    for r0 in range(0, end - start, _CPU_ROWS):
                         r1 = min(end - start, r0 + _CPU_ROWS)
                         _sink_rows(start + r0, start + r1, g[r0:r1].float())
-            else:
-                _sink_rows(start, end, g)
+            else:  # the logits' dtype, as autograd through the lm_head would hand it over
+                _sink_rows(start, end, g.to(dtype))
 
         def g_times_w(g: Tensor) -> Tensor:
             if not cpu_float32 or w.dtype == torch.float32:

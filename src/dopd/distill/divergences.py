@@ -36,6 +36,47 @@ def log_probs(logits: Tensor, temperature: float = 1.0) -> Tensor:
     return out.clamp_min_(LOG_FLOOR)  # no graph: in place, one [n, V] tensor less
 
 
+_BLOCK_ELEMENTS = 1 << 24  # entries per row block of the divergences' temporaries (64 MiB in float32)
+
+
+def row_blocks(rows: int, width: int) -> list[slice]:
+    """Slices of rows such that one block of a [rows, width] tensor holds at most `_BLOCK_ELEMENTS` entries."""
+    step = max(1, _BLOCK_ELEMENTS // max(1, width))
+    return [slice(r0, min(rows, r0 + step)) for r0 in range(0, rows, step)]
+
+
+def _full_value(kind: str, s_logp: Tensor, t_logp: Tensor) -> Tensor:
+    if kind == "rkl":
+        return torch.linalg.vecdot(s_logp.exp(), s_logp - t_logp)
+    if kind == "fkl":
+        return torch.linalg.vecdot(t_logp.exp(), t_logp - s_logp)
+    m_logp = torch.logaddexp(s_logp, t_logp).sub_(math.log(2.0))
+    value = torch.linalg.vecdot(t_logp.exp(), t_logp - m_logp)
+    value += torch.linalg.vecdot(s_logp.exp(), s_logp - m_logp)
+    return value.mul_(0.5)
+
+
+def _full_grads(kind: str, s_logp: Tensor, t_logp: Tensor, g: Tensor, need_s: bool, need_t: bool,
+                gs: Optional[Tensor], gt: Optional[Tensor]) -> None:
+    """Write d/d l_s and d/d l_t of one row block into gs / gt (the block's slices of the outputs)."""
+    if kind == "rkl":
+        if need_s:
+            gs.copy_((s_logp - t_logp).add_(1.0).mul_(s_logp.exp()).mul_(g))
+        if need_t:
+            torch.mul(s_logp.exp(), -g, out=gt)
+    elif kind == "fkl":
+        if need_s:
+            torch.mul(t_logp.exp(), -g, out=gs)
+        if need_t:
+            gt.copy_((t_logp - s_logp).add_(1.0).mul_(t_logp.exp()).mul_(g))
+    else:
+        m_logp = torch.logaddexp(s_logp, t_logp).sub_(math.log(2.0))
+        if need_t:
+            gt.copy_((t_logp - m_logp).mul_(t_logp.exp()).mul_(0.5 * g))
+        if need_s:
+            gs.copy_(m_logp.neg_().add_(s_logp).mul_(s_logp.exp()).mul_(0.5 * g))
+
+
 class _FullDivergence(torch.autograd.Function):
     """sum_v over one row of RKL / FKL / JS, with the analytic gradient wrt both log-probability inputs.
 
@@ -47,45 +88,44 @@ class _FullDivergence(torch.autograd.Function):
       JS  = 1/2 sum t (l_t - l_m) + 1/2 sum s (l_s - l_m), l_m = log((s + t) / 2):
                                 d/dl_s = 1/2 s (l_s - l_m),   d/dl_t = 1/2 t (l_t - l_m)
     (the terms through l_m cancel: d l_m / d l_s = s / (s + t)).
+    Both directions run over blocks of rows (`_BLOCK_ELEMENTS` entries): the temporaries are a block's, not two
+    more [rows, V] tensors beside the inputs and the gradient (on the hidden-state path the divergence's
+    temporaries set the peak of a chunk).
     """
 
     @staticmethod
     def forward(ctx, s_logp: Tensor, t_logp: Tensor, kind: str) -> Tensor:  # type: ignore[override]
-        # at most two [rows, V] temporaries at a time
         ctx.kind = kind
         ctx.save_for_backward(s_logp, t_logp)
-        if kind == "rkl":
-            return torch.linalg.vecdot(s_logp.exp(), s_logp - t_logp)
-        if kind == "fkl":
-            return torch.linalg.vecdot(t_logp.exp(), t_logp - s_logp)
-        m_logp = torch.logaddexp(s_logp, t_logp).sub_(math.log(2.0))
-        value = torch.linalg.vecdot(t_logp.exp(), t_logp - m_logp)
-        value += torch.linalg.vecdot(s_logp.exp(), s_logp - m_logp)
-        return value.mul_(0.5)
+        if s_logp.shape != t_logp.shape or s_logp.dim() == 0:
+            return _full_value(kind, s_logp, t_logp)
+        width = s_logp.shape[-1]
+        s2, t2 = s_logp.reshape(-1, width), t_logp.reshape(-1, width)
+        out = torch.empty(s2.shape[0], dtype=torch.result_type(s_logp, t_logp), device=s_logp.device)
+        for rows in row_blocks(s2.shape[0], width):
+            out[rows] = _full_value(kind, s2[rows], t2[rows])
+        return out.reshape(s_logp.shape[:-1])
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         s_logp, t_logp = ctx.saved_tensors
-        kind, g = ctx.kind, grad.unsqueeze(-1)
         need_s, need_t = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        gs = gt = None
-        if kind == "rkl":
-            if need_s:
-                gs = (s_logp - t_logp).add_(1.0).mul_(s_logp.exp()).mul_(g)
-            if need_t:
-                gt = s_logp.exp().mul_(-g)
-        elif kind == "fkl":
-            if need_s:
-                gs = t_logp.exp().mul_(-g)
-            if need_t:
-                gt = (t_logp - s_logp).add_(1.0).mul_(t_logp.exp()).mul_(g)
-        else:
-            m_logp = torch.logaddexp(s_logp, t_logp).sub_(math.log(2.0))
-            if need_t:
-                gt = (t_logp - m_logp).mul_(t_logp.exp()).mul_(0.5 * g)
-            if need_s:  # reuse the mixture's buffer: at most two [rows, V] temporaries
-                gs = m_logp.neg_().add_(s_logp).mul_(s_logp.exp()).mul_(0.5 * g)
-        return gs, gt, None
+        if s_logp.shape != t_logp.shape or s_logp.dim() == 0:  # broadcast inputs: one block, autograd reduces
+            s_b, t_b = torch.broadcast_tensors(s_logp, t_logp)
+            gs = torch.empty_like(s_b) if need_s else None
+            gt = torch.empty_like(t_b) if need_t else None
+            _full_grads(ctx.kind, s_b, t_b, grad.unsqueeze(-1), need_s, need_t, gs, gt)
+            return (gs.sum_to_size(s_logp.shape) if gs is not None else None,
+                    gt.sum_to_size(t_logp.shape) if gt is not None else None, None)
+        width = s_logp.shape[-1]
+        s2, t2, g2 = s_logp.reshape(-1, width), t_logp.reshape(-1, width), grad.reshape(-1, 1)
+        gs = torch.empty_like(s2) if need_s else None
+        gt = torch.empty_like(t2) if need_t else None
+        for rows in row_blocks(s2.shape[0], width):
+            _full_grads(ctx.kind, s2[rows], t2[rows], g2[rows], need_s, need_t,
+                        gs[rows] if gs is not None else None, gt[rows] if gt is not None else None)
+        return (gs.view(s_logp.shape) if gs is not None else None,
+                gt.view(t_logp.shape) if gt is not None else None, None)
 
 
 def reverse_kl(s_logp: Tensor, t_logp: Tensor) -> Tensor:

@@ -48,8 +48,8 @@ class _FusedLogitsLoss(torch.autograd.Function):
         def student_rows(start: int, end: int) -> Tensor:
             return flat[start:end] if run.dense else flat[run.flat_idx[start:end]]
 
-        def sink(start: int, end: int, g: Tensor) -> None:
-            rows_grad[start:end] = g
+        def sink(start: int, end: int, g: Tensor, dtype: torch.dtype) -> None:
+            rows_grad[start:end] = g  # cast to the logits' dtype on assignment
 
         per_tok, entropy = loss_pass(
             student_rows, run.n, run.plan, run.targets, run.config, run.chunk, sink if need else None, flat.device,

@@ -19,12 +19,13 @@ from torch import Tensor
 
 from .config import DOPDLossConfig
 from .diagnostics import DiagnosticsProbe
-from .divergences import FULL_FUNCTIONS, LOG_FLOOR, divergence, log_probs, renormalized
+from .divergences import FULL_FUNCTIONS, LOG_FLOOR, divergence, log_probs, renormalized, row_blocks
 from .plan import Plan
 
 # rows of the valid-token list (a slice, or an index tensor) -> target logits [n, V] (no grad)
 RowFn = Callable[[Union[slice, Tensor]], Tensor]
-GradSink = Callable[[int, int, Tensor], None]  # (start, end, d sum(L_n) / d z rows) -> stores what it needs
+# (start, end, d sum(L_n) / d z rows in float32, the logits' dtype) -> stores what it needs, cast as it needs
+GradSink = Callable[[int, int, Tensor, torch.dtype], None]
 _GATHERED_ELEMENTS = 1 << 24  # per [rows, K, H] block of lm_head rows gathered by `HeadRows.columns`
 
 
@@ -117,7 +118,7 @@ def chunk_losses(
     """
     n, vocab = s_logp.shape
     per_tok = torch.zeros(n, dtype=torch.float32, device=s_logp.device)
-    grad = torch.zeros_like(s_logp) if want_grad else None
+    grad: Optional[Tensor] = None  # allocated by the first term (or taken over from it: see below)
     labels = plan.labels[rows]
     student_topk: Optional[Tensor] = None  # [n, K] indices, shared by the top-K terms of this chunk
     for (target, div), w_all in plan.weights.items():
@@ -175,21 +176,31 @@ def chunk_losses(
             g_in = torch.autograd.grad(contrib.sum(), s_in)[0] if want_grad else None
         del s_in, val
         if g_in is not None:
-            if where is not None:  # [rows, K] entries of the support
-                grad.index_put_(where, g_in, accumulate=True)
-            elif every:
-                grad.add_(g_in)
+            if grad is None and where is None and every and g_in.dtype == torch.float32 and g_in.is_contiguous():
+                grad = g_in  # the first term's own [n, V] gradient: no zero-filled buffer beside it at the peak
             else:
-                grad.index_add_(0, sel, g_in)
+                if grad is None:
+                    grad = torch.zeros_like(s_logp)
+                if where is not None:  # [rows, K] entries of the support
+                    grad.index_put_(where, g_in, accumulate=True)
+                elif every:
+                    grad.add_(g_in)
+                else:
+                    grad.index_add_(0, sel, g_in)
             del g_in
         contrib = contrib.detach()
         per_tok = per_tok + contrib if every else per_tok.index_add(0, sel, contrib)
+    if want_grad and grad is None:  # no term on these rows
+        grad = torch.zeros_like(s_logp)
     return per_tok, grad
 
 
 @torch.no_grad()
 def _entropy(logp: Tensor) -> Tensor:
-    return -torch.linalg.vecdot(logp.exp(), logp)  # one [n, V] temporary
+    out = torch.empty(logp.shape[0], dtype=torch.float32, device=logp.device)
+    for rows in row_blocks(logp.shape[0], logp.shape[1]):  # a block's temporaries, not two more [n, V]
+        out[rows] = -torch.linalg.vecdot(logp[rows].exp(), logp[rows])
+    return out
 
 
 
@@ -238,7 +249,7 @@ def loss_pass(
                 g.sub_(s_logp.exp_().mul_(g_sum))
                 if tau != 1.0:
                     g.div_(tau)
-                sink(start, end, g.to(z_dtype))
+                sink(start, end, g, z_dtype)
             del g
         del s_logp
     return per_tok, entropy

@@ -37,7 +37,7 @@ class DistillArguments:
     )
     loss_chunk_size: int = field(
         default=256,
-        metadata={"help": "Tokens per chunk of the hidden-state loss path (lm_head applied per chunk; peak memory ~ 5 x chunk x vocab x 4 bytes); 0: all tokens in one chunk."},
+        metadata={"help": "Tokens per chunk of the hidden-state loss path (lm_head applied per chunk; peak memory ~ 3-4 x chunk x vocab x 4 bytes); 0: all tokens in one chunk."},
     )
     prune_mode: Optional[str] = field(
         default=None,
