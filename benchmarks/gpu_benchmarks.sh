@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # The GPU benchmark set of issue 12 in one run, in priority order, inside one time budget:
+#   0. step_vlm    : the one figure still NOT met on the H200 (2026-12-04): VLM DOPD / vanilla OPD step at GA 4
+#                    (1.39x), step scope only, with its rollout / scoring / update split
 #   1. bench_trl   : TRL's DistillationTrainer against ours at equal work (pure bf16), peak memory and step time
 #   2. bench_step  : DOPD / vanilla OPD step, GA 4, routing scope step against micro_batch (text and VLM)
 #   3. bench_rollout --step-compare : one rollout per optimizer step against one per micro-batch (text and VLM)
@@ -9,7 +11,8 @@
 # always come back: results and logs land in OUT_DIR (and OUT_DIR.tgz).
 #
 # Measured on an H200 (docs/benchmarks.md): trl ~45 s per framework incl. setup, step ~30 s per variant; the whole
-# set needs ~15 minutes. With less, pick parts: PARTS=trl,step (names: trl step rollout_step rollout_vlm hf_options).
+# set needs ~15 minutes. With less, pick parts: PARTS=step_vlm,trl (names: step_vlm trl step rollout_step rollout_vlm
+# hf_options).
 #
 # Usage: [PARTS=a,b] bash benchmarks/gpu_benchmarks.sh OUT_DIR [BUDGET_SECONDS]
 # Dry run of the same commands on the CPU with toy shapes (checks the script, not the figures):
@@ -23,7 +26,7 @@ dev=(--device "${BENCH_DEVICE:-cuda}" --dtype bfloat16)
 read -r -a shape <<< "${BENCH_SHAPE:-}"
 py="${PYTHON:-python3}"
 
-parts=",${PARTS:-trl,step,rollout_step,rollout_vlm,hf_options},"
+parts=",${PARTS:-step_vlm,trl,step,rollout_step,rollout_vlm,hf_options},"
 
 part() {  # part NAME LIMIT_S COMMAND...: run with min(LIMIT_S, what is left of the budget), log to OUT/NAME.log
   local name="$1" limit="$2"; shift 2
@@ -43,6 +46,9 @@ part() {  # part NAME LIMIT_S COMMAND...: run with min(LIMIT_S, what is left of 
   lscpu | grep -m1 "Model name"; } > "$out/env.txt" 2>&1
 cat "$out/env.txt"
 
+part step_vlm 120 "$py" -m benchmarks.bench_step "${dev[@]}" "${shape[@]}" --families vlm \
+    --stages vanilla_opd,dopd --accumulation 4 --scopes step --chunk-size 256 --steps 2 \
+    --out "$out/bench_step_ga4_vlm.json"
 part trl 260 "$py" -m benchmarks.bench_trl "${dev[@]}" "${shape[@]}" \
     --frameworks trl,vanilla_opd,vanilla_opd_full_rkl,dopd,vanilla_opd_full_rkl_fp32_master --steps 3 \
     --out "$out/bench_trl.json"
