@@ -29,7 +29,6 @@ from .routing import Thresholds
 
 LMHead = Union[torch.nn.Module, Tensor]
 _W_BLOCK_ROWS = 16384  # vocabulary rows per low-precision weight-gradient product (see the sink below)
-_CPU_ROWS = 256  # token rows per float32 copy of the gradient on CPU (see the sink below)
 
 
 def _weight_bias(head: LMHead, name: str) -> tuple[Tensor, Optional[Tensor]]:
@@ -79,9 +78,7 @@ class _FusedHiddenLoss(torch.autograd.Function):
         def sink(start: int, end: int, g: Tensor, dtype: torch.dtype) -> None:
             if cpu_float32:  # g is float32 already: no low-precision copy of it and no float32 copy back
                 with torch.autocast("cpu", enabled=False):
-                    for r0 in range(0, end - start, _CPU_ROWS):
-                        r1 = min(end - start, r0 + _CPU_ROWS)
-                        _sink_rows(start + r0, start + r1, g[r0:r1].float())
+                    _sink_rows(start, end, g)
             else:  # the logits' dtype, as autograd through the lm_head would hand it over
                 _sink_rows(start, end, g.to(dtype))
 

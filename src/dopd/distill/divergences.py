@@ -110,7 +110,7 @@ class _FullDivergence(torch.autograd.Function):
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         s_logp, t_logp = ctx.saved_tensors
         need_s, need_t = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        if s_logp.shape != t_logp.shape or s_logp.dim() == 0:  # broadcast inputs: one block, autograd reduces
+        if s_logp.shape != t_logp.shape or s_logp.dim() == 0:  # broadcast inputs: one block, reduced to each shape
             s_b, t_b = torch.broadcast_tensors(s_logp, t_logp)
             gs = torch.empty_like(s_b) if need_s else None
             gt = torch.empty_like(t_b) if need_t else None
