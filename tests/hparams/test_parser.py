@@ -107,3 +107,12 @@ def test_pure_bf16_refuses_what_it_cannot_mean(tmp_path, extra, words):
     with pytest.raises(ConfigError) as err:
         parse_config(path)
     assert all(w in str(err.value) for w in words) and path in str(err.value)
+
+
+def test_resume_key_says_what_true_does():
+    """transformers' own help ('Not directly used by Trainer') is wrong for dopd-cli train, which resumes with it."""
+    from dopd.hparams.reference import render_reference
+
+    row = next(line for line in render_reference().splitlines() if line.startswith("| `resume_from_checkpoint`"))
+    assert "Not directly used" not in row
+    assert "`true`" in row and "checkpoint-N" in row and "optimizer" in row

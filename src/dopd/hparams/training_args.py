@@ -1,6 +1,7 @@
 """transformers' TrainingArguments with the defaults on-policy distillation needs."""
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 from transformers import Seq2SeqTrainingArguments
 
@@ -19,4 +20,12 @@ class DOPDTrainingArguments(Seq2SeqTrainingArguments):
     plot_loss: bool = field(
         default=True,
         metadata={"help": "Save PNG plots of loss, regime fractions and entropy to output_dir at the end."},
+    )
+    # transformers' own help says the field is "not directly used by Trainer"; here `dopd-cli train` uses it.
+    resume_from_checkpoint: Optional[str] = field(
+        default=None,
+        metadata={"help": "Resume a stopped run: `true` (or `latest`) takes the newest `checkpoint-N` in output_dir; "
+                          "a path takes that checkpoint folder. The model weights (or LoRA adapter), optimizer, "
+                          "scheduler, RNG states and step counter are restored, and training continues at step N+1. "
+                          "`false`/empty: start fresh."},
     )
