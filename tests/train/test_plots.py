@@ -46,3 +46,62 @@ def test_plot_statistics_match_the_objective():
     from dopd.train import plots
 
     assert plots.DIAG_STATS == DIAG_STATS
+
+
+def _drawn_figures(monkeypatch, history, tmp_path):
+    """plot_log_history's figures, drawn, keyed by file name (captured at savefig)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    figures = {}
+    original = Figure.savefig
+
+    def capture(fig, path, *args, **kwargs):
+        fig.canvas.draw()
+        figures[str(path).rsplit("/", 1)[-1]] = fig
+        return original(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", capture)
+    plot_log_history(history, str(tmp_path))
+    return figures
+
+
+def _near_flat_history():
+    """The issue's case: entropy at 6.407 moving by 1e-4, which an offset axis draws as a trend."""
+    out = _history(6)
+    for i, rec in enumerate(r for r in out if "loss" in r):
+        rec["dopd/student_entropy"] = 6.4071 + 1e-4 * (i % 3)
+    return out
+
+
+def test_no_axis_uses_offset_notation_and_flat_lines_look_flat(monkeypatch, tmp_path):
+    figures = _drawn_figures(monkeypatch, _near_flat_history(), tmp_path)
+    for name, fig in figures.items():
+        for ax in fig.axes:
+            if ax.get_visible():
+                assert ax.yaxis.get_major_formatter().get_offset() == "", name
+    low, high = figures["training_entropy.png"].axes[0].get_ylim()
+    assert high - low > 0.05  # 1e-4 of movement fills less than a fiftieth of the axis
+
+
+def test_legends_name_things_for_people_and_stay_off_the_lines(monkeypatch, tmp_path):
+    figures = _drawn_figures(monkeypatch, _history(), tmp_path)
+    for name, fig in figures.items():
+        legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+        for legend in legends:
+            labels = [t.get_text() for t in legend.get_texts()]
+            assert labels and not any("/" in label or "_" in label for label in labels), (name, labels)
+            box = legend.get_window_extent()
+            for ax in fig.axes:
+                if ax.get_visible():
+                    assert not box.overlaps(ax.get_window_extent()), (name, labels)
+
+
+def test_diagnostics_show_the_good_values(monkeypatch, tmp_path):
+    fig = _drawn_figures(monkeypatch, _history(), tmp_path)["training_diagnostics.png"]
+    texts = {t.get_text() for ax in fig.axes for t in ax.texts}
+    assert "good: 0" in texts and "> 0: p helps" in texts
+    width, height = fig.get_size_inches() * fig.dpi
+    assert width / height < 3  # not a 2000 x 360 strip
