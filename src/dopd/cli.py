@@ -5,7 +5,7 @@
     dopd-cli check-data CONFIG.yaml [key=value ...]
     dopd-cli export CONFIG.yaml [key=value ...]
     dopd-cli annotate CONFIG.yaml [key=value ...]
-    dopd-cli render CONFIG.yaml [--num-samples N] [key=value ...]
+    dopd-cli render CONFIG.yaml [--num-samples N] [--save-images DIR] [key=value ...]
     dopd-cli env
 """
 

@@ -59,3 +59,32 @@ def test_render_vlm_counts_image_tokens(tiny_model):
     x, _ = build_views(raw, adapter, cfg.data)
     assert plain.num_tokens == len(adapter.encode_prompt(x, cfg.data.cutoff_len).input_ids)
     assert teacher.num_tokens == privileged.num_tokens
+
+
+@pytest.mark.parametrize("dataset", ["vlm_demo", "vlm_demo_draw"])  # crops; boxes drawn on the image
+def test_render_saves_exactly_the_images_each_view_gets(capsys, tiny_model, tmp_path, dataset):
+    import numpy as np
+    from PIL import Image
+
+    from dopd.data import build_views, load_dataset_samples
+    from dopd.model import load_adapter
+
+    out_dir = tmp_path / "images"
+    args = [str(REPO / "configs" / "demo" / "vlm_demo.yaml"), "--num-samples", "1", "--save-images", str(out_dir),
+            f"dataset_dir={REPO / 'data'}", f"dataset={dataset}"]
+    assert _run_cli(*args) == 0
+    printed = capsys.readouterr().out
+    cfg = parse_config(args[0], args[5:], with_training=False)
+    adapter = load_adapter(render_samples(cfg, num_samples=1)[1]["student"], cfg.model)
+    x, xp = build_views(load_dataset_samples(cfg.data, cfg.data.dataset)[0], adapter, cfg.data)
+    expected = {f"001_x_{k + 1}.png": im for k, im in enumerate(x.images)}
+    expected.update({f"001_xp_{k + 1}.png": im for k, im in enumerate(xp.images)})
+    assert sorted(p.name for p in out_dir.iterdir()) == sorted(expected)
+    assert len(xp.images) >= len(x.images) >= 1
+    for name, image in expected.items():
+        assert str(out_dir / name) in printed
+        saved = np.asarray(Image.open(out_dir / name).convert("RGB"))
+        assert np.array_equal(saved, np.asarray(image.convert("RGB"))), name
+    if dataset == "vlm_demo_draw":  # the drawn boxes are in the privileged image, not in the plain one
+        assert not np.array_equal(np.asarray(Image.open(out_dir / "001_x_1.png")),
+                                  np.asarray(Image.open(out_dir / "001_xp_1.png")))

@@ -49,26 +49,36 @@ class PromptViewDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> EncodedSample:
+    def views(self, index: int) -> tuple[Any, Any, Optional[Any]]:
+        """The prompt views (messages + PIL images) that `__getitem__` encodes: student x, student x+p, and the
+        teacher's own view when it renders one (None when it reads the student's token ids or there is no
+        teacher). `dopd-cli render --save-images` writes these images, so they are exactly what each model gets."""
         from dopd.data import build_views
 
         sample = self.samples[index]
         plain_view, priv_view = build_views(sample, self.student_adapter, self.data_args)
+        teacher_view = None
+        if self.teacher_adapter is not None and not self.teacher_reads_student_ids:
+            teacher_view = priv_view if self.teacher_sees_privileged else plain_view
+            if self.teacher_sees_privileged and self.teacher_adapter.grounding != self.student_adapter.grounding:
+                # boxes are written in the reader's own convention: render x+p again for the teacher
+                _, teacher_view = build_views(sample, self.teacher_adapter, self.data_args)
+            if not getattr(self.teacher_adapter, "is_vlm", False):
+                teacher_view = text_only_view(teacher_view)
+        return plain_view, priv_view, teacher_view
+
+    def __getitem__(self, index: int) -> EncodedSample:
+        sample = self.samples[index]
+        plain_view, priv_view, teacher_view = self.views(index)
         cutoff = self.data_args.cutoff_len
         plain = self.student_adapter.encode_prompt(plain_view, cutoff)
         privileged = self.student_adapter.encode_prompt(priv_view, cutoff) if priv_view.has_privilege else plain
         teacher = None
         if self.teacher_adapter is not None:
-            teacher_view = priv_view if self.teacher_sees_privileged else plain_view
             if self.teacher_reads_student_ids:
                 # same vocabulary, rendered templates and image processing: the very same token ids
                 teacher = (privileged if self.teacher_sees_privileged else plain)
             else:
-                if self.teacher_sees_privileged and self.teacher_adapter.grounding != self.student_adapter.grounding:
-                    # boxes are written in the reader's own convention: render x+p again for the teacher
-                    _, teacher_view = build_views(sample, self.teacher_adapter, self.data_args)
-                if not getattr(self.teacher_adapter, "is_vlm", False):
-                    teacher_view = text_only_view(teacher_view)
                 teacher = self.teacher_adapter.encode_prompt(teacher_view, cutoff)
         return EncodedSample(
             uid=sample.uid, plain=plain, privileged=privileged, teacher=teacher,

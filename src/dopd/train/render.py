@@ -1,16 +1,19 @@
-"""`dopd-cli render CONFIG.yaml [--num-samples N] [key=value ...]`: what each model sees, before anything trains.
+"""`dopd-cli render CONFIG.yaml [--num-samples N] [--save-images DIR] [key=value ...]`: what each model sees, before
+anything trains.
 
 For the first N samples of `dataset` (or `eval_dataset`), prints the student's plain view x, its privileged view x+p
 and the teacher's view, each decoded WITH special tokens, with token and image-token counts -- built by the very
 code the trainer uses (`PromptViewDataset`: the adapters' chat templates with `enable_thinking` /
 `chat_template_kwargs`, the privilege processors, `cutoff_len` truncation), so a wrong template, a missing
 `<think></think>` block, a lost image or a truncated prompt shows here first. Loads tokenizers and processors,
-never model weights.
+never model weights. `--save-images DIR` writes the images of every view (the very PIL images the processor gets:
+boxes drawn, crops zoomed) as PNGs named `<n>_<view>_<k>.png`, and lists them under each sample.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
@@ -37,6 +40,7 @@ class RenderedSample:
     views: list[RenderedView] = field(default_factory=list)
     response: Optional[str] = None
     response_tokens: Optional[int] = None
+    image_files: list[str] = field(default_factory=list)
 
 
 def _image_counts(adapter: Any, prompt: Any) -> tuple[int, int]:
@@ -73,8 +77,25 @@ def _view(name: str, adapter: Any, prompt: Any, same_as: Optional[str] = None) -
                         bool(prompt.truncated), same_as)
 
 
-def render_samples(cfg: Any, num_samples: int = 2) -> tuple[list[RenderedSample], dict[str, Any]]:
-    """The rendered views of the first `num_samples` samples, and a header (models, template kwargs, stops)."""
+def save_view_images(dataset: Any, index: int, out_dir: str) -> list[str]:
+    """Write each view's images of sample `index` to `out_dir` (`<index+1>_<view>_<k>.png`, k in placeholder order);
+    the teacher's only when it renders a view of its own (else it gets the student's). Returns the paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    plain, privileged, teacher = dataset.views(index)
+    views = {"x": plain, "xp": privileged if privileged.has_privilege else None, "teacher": teacher}
+    paths = []
+    for name, view in views.items():
+        for k, image in enumerate(view.images if view is not None else []):
+            path = os.path.join(out_dir, f"{index + 1:03d}_{name}_{k + 1}.png")
+            image.save(path)
+            paths.append(path)
+    return paths
+
+
+def render_samples(cfg: Any, num_samples: int = 2,
+                   save_images: Optional[str] = None) -> tuple[list[RenderedSample], dict[str, Any]]:
+    """The rendered views of the first `num_samples` samples, and a header (models, template kwargs, stops).
+    `save_images`: a folder to write every view's images to (see `save_view_images`)."""
     from dopd.data import load_dataset_samples
     from dopd.model import load_adapter
     from dopd.train.dataset import PromptViewDataset
@@ -110,6 +131,8 @@ def render_samples(cfg: Any, num_samples: int = 2) -> tuple[list[RenderedSample]
             shared = item.teacher is (item.privileged if sees_p else item.plain)
             rendered.views.append(_view(f"teacher view ({'x+p' if sees_p else 'x'})", teacher_adapter, item.teacher,
                                         "the student's own token ids" if shared else None))
+        if save_images:
+            rendered.image_files = save_view_images(dataset, index, save_images)
         if item.response:
             rendered.response_tokens = len(adapter.encode_response(item.response))
         out.append(rendered)
@@ -136,39 +159,48 @@ def format_rendered(samples: Sequence[RenderedSample], header: dict[str, Any]) -
                 counts += ", TRUNCATED to cutoff_len"
             lines.append(f"---------- {view.name}: {counts}" + (f" [{view.same_as}]" if view.same_as else ""))
             lines.append(view.text)
+        if sample.image_files:
+            lines.append("---------- images (x: plain view, xp: privileged view, teacher: the teacher's own view)")
+            lines += sample.image_files
         if sample.response is not None:
             lines.append(f"---------- reference answer: {sample.response_tokens} tokens (with the end-of-turn token)")
             lines.append(sample.response)
     return "\n".join(lines)
 
 
-def _pop_num_samples(overrides: Sequence[str]) -> tuple[int, list[str]]:
-    num, rest, items = 2, [], list(overrides)
+_FLAGS = {"num_samples": ("--num-samples", "--num_samples", "-n"), "save_images": ("--save-images", "--save_images")}
+
+
+def _pop_flags(overrides: Sequence[str]) -> tuple[dict[str, str], list[str]]:
+    """`--num-samples N`, `--save-images DIR` (also `--flag=value` and `flag=value`) out of the overrides."""
+    found, rest, items = {}, [], list(overrides)
     i = 0
     while i < len(items):
-        arg = items[i]
-        if arg in ("--num-samples", "--num_samples", "-n"):
-            if i + 1 >= len(items):
-                raise ConfigError(f"{arg} needs a number")
-            num, i = items[i + 1], i + 2
-            continue
-        if arg.startswith(("--num-samples=", "--num_samples=", "num_samples=")):
-            num = arg.split("=", 1)[1]
-        else:
+        arg, name = items[i], None
+        for key, spellings in _FLAGS.items():
+            if arg in spellings:
+                if i + 1 >= len(items):
+                    raise ConfigError(f"{arg} needs a value")
+                found[key], name = items[i + 1], key
+                i += 1
+            elif arg.startswith(tuple(f"{s}=" for s in spellings + (key,))):
+                found[key], name = arg.split("=", 1)[1], key
+        if name is None:
             rest.append(arg)
         i += 1
-    try:
-        return int(num), rest
-    except ValueError:
-        raise ConfigError(f"--num-samples must be a number, got {num!r}") from None
+    return found, rest
 
 
 def run_render_cli(config_path: Optional[str], overrides: Sequence[str]) -> int:
     from dopd.hparams import parse_config
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    num, rest = _pop_num_samples(overrides)
+    flags, rest = _pop_flags(overrides)
+    try:
+        num = int(flags.get("num_samples", 2))
+    except ValueError:
+        raise ConfigError(f"--num-samples must be a number, got {flags['num_samples']!r}") from None
     cfg = parse_config(config_path, rest, with_training=False)
-    samples, header = render_samples(cfg, num)
+    samples, header = render_samples(cfg, num, save_images=flags.get("save_images"))
     print(format_rendered(samples, header))
     return 0
