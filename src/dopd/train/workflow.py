@@ -30,6 +30,7 @@ class TrainResult:
     log_history: list = field(default_factory=list)
     plots: list = field(default_factory=list)
     stopped_early: Optional[str] = None
+    exit_code: int = 0  # what `dopd-cli train` exits with: 1 non-finite losses, 128 + the signal when one stopped it
 
 
 def _resume_arg(value: Any) -> Any:
@@ -152,8 +153,9 @@ def run_train(cfg: DOPDConfig) -> TrainResult:
     if training_args.plot_loss and trainer.is_world_process_zero():
         plots = plot_log_history(trainer.state.log_history, training_args.output_dir)
     stopped = "non-finite loss" if nonfinite.stopped_for_nonfinite else ("signal" if stop.requested else None)
+    code = 1 if nonfinite.stopped_for_nonfinite else (stop.exit_code or 0)
     return TrainResult(training_args.output_dir, trainer.state.global_step, trainer.state.log_history, plots,
-                       stopped)
+                       stopped, code)
 
 
 def _check_replicas(trainer: DOPDTrainer, output_dir: str) -> None:
@@ -177,12 +179,12 @@ def run_train_cli(config_path: Optional[str], overrides: Sequence[str]) -> int:
     result = run_train(cfg)
     if result.stopped_early == "non-finite loss":
         print(f"training stopped at step {result.global_step}: too many consecutive non-finite losses")
-        return 1
+        return result.exit_code
     print(f"\nDOPD training finished at step {result.global_step}.")
     print(f"  checkpoint : {os.path.abspath(result.output_dir)}")
     print(f"  log        : {os.path.join(os.path.abspath(result.output_dir), 'trainer_log.jsonl')}")
     for path in result.plots:
         print(f"  plot       : {os.path.abspath(path)}")
     if result.stopped_early == "signal":
-        print("  (stopped by a signal; resume with resume_from_checkpoint=true)")
-    return 0
+        print(f"  (stopped by a signal, exit code {result.exit_code}; resume with resume_from_checkpoint=true)")
+    return result.exit_code
