@@ -41,6 +41,19 @@ def _resume_arg(value: Any) -> Any:
     return value
 
 
+def _seed(training_args: Any) -> None:
+    """Seed before any weight is initialised (LoRA's A matrices, drawn by peft when it wraps the student), as
+    LLaMA-Factory does when it parses the arguments: the Trainer seeds only when it is constructed, after the models,
+    so without this a LoRA run's start depended on whatever had drawn numbers in the process before (e.g. building a
+    tiny model), not on `seed`."""
+    from transformers.trainer_utils import enable_full_determinism, set_seed
+
+    if training_args.full_determinism:
+        enable_full_determinism(training_args.seed)
+    else:
+        set_seed(training_args.seed)
+
+
 def build_trainer(cfg: DOPDConfig, samples: Sequence[CanonicalSample],
                   eval_samples: Optional[Sequence[CanonicalSample]] = None, *,
                   student: Optional[PreTrainedModel] = None, teacher: Optional[PreTrainedModel] = None) -> DOPDTrainer:
@@ -67,6 +80,7 @@ def build_trainer(cfg: DOPDConfig, samples: Sequence[CanonicalSample],
     stage = ft_args.stage
     loss_config = None if stage == "sft" else DOPDLossConfig.from_args(distill_args, stage)
     needs_teacher = stage != "sft" and loss_config.needs_teacher
+    _seed(training_args)
 
     student_path = resolve_model_path(model_args.model_name_or_path, "student")
     adapter = load_adapter(student_path, model_args)
