@@ -125,3 +125,20 @@ def test_export_hides_peft_deprecation_warning_unless_verbose(tiny_model, tmp_pa
     assert FUTURE_WARNING not in quiet.stdout + quiet.stderr
     verbose = _cli("export", *args, f"export_dir={tmp_path / 'b'}", "--verbose")
     assert verbose.returncode == 0 and FUTURE_WARNING in verbose.stdout + verbose.stderr
+
+
+def test_deepspeed_records_below_error_are_dropped_unless_shown():
+    import logging
+
+    from dopd.verbosity import DEEPSPEED_LOGGER, quiet_library_noise
+
+    ds_logger = logging.getLogger(DEEPSPEED_LOGGER)
+    record = ds_logger.makeRecord(DEEPSPEED_LOGGER, logging.WARNING, __file__, 1, DEEPSPEED_LINE, (), None)
+    error = ds_logger.makeRecord(DEEPSPEED_LOGGER, logging.ERROR, __file__, 1, "a real error", (), None)
+    try:
+        quiet_library_noise(show_deepspeed=False, show_deprecations=True)
+        assert not ds_logger.filter(record) and ds_logger.filter(error)
+        quiet_library_noise(show_deepspeed=True, show_deprecations=True)  # a deepspeed config, or --verbose
+        assert ds_logger.filter(record)
+    finally:
+        quiet_library_noise(show_deepspeed=True, show_deprecations=True)
