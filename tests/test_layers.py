@@ -8,7 +8,7 @@ Layer order (a module may import from its own layer and from layers to its left,
       -> model
       -> annotate | eval         (siblings: neither imports the other)
       -> train
-      -> cli                     (dopd.cli, dopd.__main__, dopd.env: the `dopd-cli` commands)
+      -> cli                     (dopd.cli, dopd.__main__, dopd.env, dopd.cli_help, dopd.verbosity: `dopd-cli`)
 
 `data` is below `model`: data code that needs a model takes a `VisionSpec` / adapter argument, and whoever loads
 the adapter (model layer or above) passes it in. `distill` is pure tensors and needs neither data nor models.
@@ -41,7 +41,8 @@ PACKAGE = SRC / "dopd"
 # layer name -> rank; equal ranks are siblings, which must not import each other
 LAYER_RANK = {"base": 0, "hparams": 1, "data": 2, "distill": 2, "model": 3, "annotate": 4, "eval": 4, "train": 5,
               "cli": 6}
-TOP_LEVEL_MODULES = {"dopd.cli": "cli", "dopd.__main__": "cli", "dopd.env": "cli", "dopd": "base"}
+TOP_LEVEL_MODULES = {"dopd.cli": "cli", "dopd.__main__": "cli", "dopd.env": "cli", "dopd.cli_help": "cli",
+                     "dopd.verbosity": "cli", "dopd": "base"}
 
 
 @dataclass(frozen=True)

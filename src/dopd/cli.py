@@ -7,6 +7,11 @@
     dopd-cli annotate CONFIG.yaml [key=value ...]
     dopd-cli render CONFIG.yaml [--num-samples N] [--save-images DIR] [key=value ...]
     dopd-cli env
+    dopd-cli version
+
+`dopd-cli COMMAND --help` lists the keys COMMAND reads, with their help (all keys: docs/config.md).
+`--verbose` (or DOPD_VERBOSE=1), with any command, also shows the libraries' start-up warnings that are hidden
+otherwise (DeepSpeed's, unless the config names a `deepspeed` config; a peft/transformers deprecation).
 """
 
 from __future__ import annotations
@@ -46,12 +51,39 @@ def _command(name: str) -> Callable[[Optional[str], list[str]], int]:
     return fn
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help", "help"):
+def _print_help(command: Optional[str]) -> None:
+    """`dopd-cli --help` (the commands) or `dopd-cli COMMAND --help` (its usage and keys)."""
+    if command is None:
         print(USAGE)
+        return
+    from dopd.cli_help import command_help
+
+    print(command_help(command, USAGE))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    from dopd.cli_help import wants_help
+    from dopd.verbosity import pop_verbose_flag, quiet_library_noise, uses_deepspeed, verbose_from_env
+
+    flag, argv = pop_verbose_flag(sys.argv[1:] if argv is None else argv)
+    verbose = flag or verbose_from_env()
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        _print_help(argv[1] if len(argv) > 1 and argv[0] == "help" else None)
         sys.exit(0 if argv else 1)
     cmd, rest = argv[0], argv[1:]
+    config, overrides = _split(rest)
+    # before any command module is imported: transformers/accelerate import deepspeed when it is installed
+    quiet_library_noise(show_deepspeed=verbose or uses_deepspeed(config, overrides), show_deprecations=verbose)
+    fn = None
+    if cmd not in ("env", "version"):
+        try:
+            fn = _command(cmd)
+        except KeyError:
+            print(f"dopd-cli: unknown command `{cmd}`\n{USAGE}", file=sys.stderr)
+            sys.exit(2)
+    if wants_help(rest):
+        _print_help(cmd)
+        sys.exit(0)
     if cmd == "env":
         from dopd.env import print_env
 
@@ -62,14 +94,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
         print(dopd.__version__)
         return
-    try:
-        fn = _command(cmd)
-    except KeyError:
-        print(f"dopd-cli: unknown command `{cmd}`\n{USAGE}", file=sys.stderr)
-        sys.exit(2)
     from dopd.hparams import ConfigError
 
-    config, overrides = _split(rest)
     try:
         code = fn(config, overrides)
     except ConfigError as err:

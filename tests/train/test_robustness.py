@@ -1,4 +1,5 @@
-"""Nothing lost on a crash: SIGTERM saves a checkpoint; non-finite losses skip the update and stop the run."""
+"""Nothing lost on a crash: SIGTERM / Ctrl-C save a checkpoint and exit 143 / 130; non-finite losses skip the update
+and stop the run."""
 
 import json
 import os
@@ -7,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 import yaml
 
@@ -38,7 +40,11 @@ def test_nonfinite_losses_skip_updates_and_stop(tmp_path, monkeypatch):
     assert all(torch.equal(before[k], after[k]) for k in before), "a non-finite step updated the weights"
 
 
-def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_saves_a_checkpoint_and_exits_with_128_plus_the_signal(tmp_path, sig):
+    """`dopd-cli train ... && dopd-cli eval ...` must stop after an interrupted run: the checkpoint is saved, and the
+    exit code is the one a process killed by the signal gets (143 SIGTERM, 130 SIGINT), not 0. The run uses no
+    DeepSpeed config, so DeepSpeed's accelerator warning stays out of its output."""
     out = tmp_path / "out"
     config = {
         "model_name_or_path": "tiny:qwen2:student", "teacher_model_name_or_path": "tiny:qwen2:teacher",
@@ -49,7 +55,10 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(config))
     resolve_model_path("tiny:qwen2:student", "student"), resolve_model_path("tiny:qwen2:teacher", "teacher")
-    proc = subprocess.Popen([sys.executable, "-m", "dopd", "train", str(path)], cwd=REPO, env=os.environ.copy(),
+    env = os.environ.copy()
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), env.get("PYTHONPATH", "")])
+    env.pop("DOPD_VERBOSE", None)
+    proc = subprocess.Popen([sys.executable, "-m", "dopd", "train", str(path)], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     log = out / "trainer_log.jsonl"
     deadline = time.monotonic() + 300
@@ -57,10 +66,11 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
         assert proc.poll() is None, proc.stdout.read()
         assert time.monotonic() < deadline, "training did not start"
         time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     output, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 0, output[-3000:]
+    assert proc.returncode == 128 + sig, output[-3000:]
     assert "stopped by a signal" in output
+    assert "Setting accelerator to CPU" not in output
     checkpoints = sorted(out.glob("checkpoint-*"))
     assert checkpoints, output[-3000:]
     step = int(checkpoints[-1].name.split("-")[1])

@@ -29,3 +29,12 @@ class DOPDTrainingArguments(Seq2SeqTrainingArguments):
                           "scheduler, RNG states and step counter are restored, and training continues at step N+1. "
                           "`false`/empty: start fresh."},
     )
+    seed: int = field(
+        default=42,
+        metadata={"help": "Random seed, set before the models are built (LoRA's initial weights) and again when the "
+                          "Trainer starts (data order, rollout sampling). Two CPU runs of one config and seed log "
+                          "identical losses (tests/train/test_reproducibility.py). A different max_steps is a "
+                          "different run from the third logged step on: the cosine/linear learning-rate schedule "
+                          "depends on it. GPU kernels may not be deterministic; full_determinism=true asks torch for "
+                          "deterministic ones."},
+    )

@@ -31,11 +31,21 @@ class JsonlLogCallback(TrainerCallback):
 
 
 class GracefulStopCallback(TrainerCallback):
-    """On SIGTERM or the first Ctrl-C: finish the current step, save a checkpoint, stop. A second Ctrl-C aborts."""
+    """On SIGTERM or the first Ctrl-C: finish the current step, save a checkpoint, stop. A second Ctrl-C aborts.
+
+    `signum` keeps the signal, so the command can still exit as a process killed by it would (`exit_code`: 128 +
+    the signal, 130 for SIGINT, 143 for SIGTERM): `dopd-cli train ... && dopd-cli eval ...` must not go on to the
+    next command after an interrupted run, and schedulers tell a preemption from a finished job by it."""
 
     def __init__(self) -> None:
         self.requested = False
+        self.signum: Optional[int] = None
         self._previous: dict[int, Any] = {}
+
+    @property
+    def exit_code(self) -> Optional[int]:
+        """128 + the signal that stopped the run, or None when none did."""
+        return None if self.signum is None else 128 + int(self.signum)
 
     def install(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -53,6 +63,7 @@ class GracefulStopCallback(TrainerCallback):
         if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.requested = True
+        self.signum = self.signum or signum
         logger.warning("received %s: saving a checkpoint after this step, then stopping",
                        signal.Signals(signum).name)
 

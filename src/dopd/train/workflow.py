@@ -30,6 +30,7 @@ class TrainResult:
     log_history: list = field(default_factory=list)
     plots: list = field(default_factory=list)
     stopped_early: Optional[str] = None
+    exit_code: int = 0  # what `dopd-cli train` exits with: 1 non-finite losses, 128 + the signal when one stopped it
 
 
 def _resume_arg(value: Any) -> Any:
@@ -38,6 +39,19 @@ def _resume_arg(value: Any) -> Any:
     if isinstance(value, str) and value.strip().lower() in ("false", "none", ""):
         return None
     return value
+
+
+def _seed(training_args: Any) -> None:
+    """Seed before any weight is initialised (LoRA's A matrices, drawn by peft when it wraps the student), as
+    LLaMA-Factory does when it parses the arguments: the Trainer seeds only when it is constructed, after the models,
+    so without this a LoRA run's start depended on whatever had drawn numbers in the process before (e.g. building a
+    tiny model), not on `seed`."""
+    from transformers.trainer_utils import enable_full_determinism, set_seed
+
+    if training_args.full_determinism:
+        enable_full_determinism(training_args.seed)
+    else:
+        set_seed(training_args.seed)
 
 
 def build_trainer(cfg: DOPDConfig, samples: Sequence[CanonicalSample],
@@ -66,6 +80,7 @@ def build_trainer(cfg: DOPDConfig, samples: Sequence[CanonicalSample],
     stage = ft_args.stage
     loss_config = None if stage == "sft" else DOPDLossConfig.from_args(distill_args, stage)
     needs_teacher = stage != "sft" and loss_config.needs_teacher
+    _seed(training_args)
 
     student_path = resolve_model_path(model_args.model_name_or_path, "student")
     adapter = load_adapter(student_path, model_args)
@@ -152,8 +167,9 @@ def run_train(cfg: DOPDConfig) -> TrainResult:
     if training_args.plot_loss and trainer.is_world_process_zero():
         plots = plot_log_history(trainer.state.log_history, training_args.output_dir)
     stopped = "non-finite loss" if nonfinite.stopped_for_nonfinite else ("signal" if stop.requested else None)
+    code = 1 if nonfinite.stopped_for_nonfinite else (stop.exit_code or 0)
     return TrainResult(training_args.output_dir, trainer.state.global_step, trainer.state.log_history, plots,
-                       stopped)
+                       stopped, code)
 
 
 def _check_replicas(trainer: DOPDTrainer, output_dir: str) -> None:
@@ -177,12 +193,12 @@ def run_train_cli(config_path: Optional[str], overrides: Sequence[str]) -> int:
     result = run_train(cfg)
     if result.stopped_early == "non-finite loss":
         print(f"training stopped at step {result.global_step}: too many consecutive non-finite losses")
-        return 1
+        return result.exit_code
     print(f"\nDOPD training finished at step {result.global_step}.")
     print(f"  checkpoint : {os.path.abspath(result.output_dir)}")
     print(f"  log        : {os.path.join(os.path.abspath(result.output_dir), 'trainer_log.jsonl')}")
     for path in result.plots:
         print(f"  plot       : {os.path.abspath(path)}")
     if result.stopped_early == "signal":
-        print("  (stopped by a signal; resume with resume_from_checkpoint=true)")
-    return 0
+        print(f"  (stopped by a signal, exit code {result.exit_code}; resume with resume_from_checkpoint=true)")
+    return result.exit_code
