@@ -66,6 +66,31 @@ def test_resume_restores_every_tensor_of_the_checkpoint(tmp_path, family, datase
     assert not differ, f"{len(differ)} of {len(saved)} tensors differ from the checkpoint resumed from: {differ[:5]}"
 
 
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen3"])
+def test_tied_embeddings_resume_from_their_one_saved_copy(tmp_path, family):
+    # real small Qwen checkpoints tie lm_head to the embeddings (the tiny ones do not): save_pretrained writes the
+    # tensor once, and resume must neither call the other name missing nor untie the two
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
+
+    from dopd.train.checkpoint import load_checkpoint
+
+    config = AutoConfig.from_pretrained(resolve_model_path(f"tiny:{family}:student", "student"))
+    config.tie_word_embeddings = True
+    if hasattr(config, "text_config"):
+        config.text_config.tie_word_embeddings = True
+    auto = AutoModelForImageTextToText if family.endswith("_vl") else AutoModelForCausalLM
+    torch.manual_seed(0)
+    saved = auto.from_config(config)
+    saved.save_pretrained(str(tmp_path))
+    assert not [k for k in load_file(str(tmp_path / "model.safetensors")) if k.startswith("lm_head")]
+    torch.manual_seed(1)
+    model = auto.from_config(config)
+    load_checkpoint(model, str(tmp_path))
+    assert model.lm_head.weight is model.get_input_embeddings().weight
+    expected = saved.state_dict()
+    assert all(torch.equal(tensor, expected[k]) for k, tensor in model.state_dict().items())
+
+
 @pytest.fixture(scope="module")
 def vl_checkpoint(tmp_path_factory):
     return _train_one_step(tmp_path_factory.mktemp("vl_full"), "qwen2_vl", "vlm_demo")
