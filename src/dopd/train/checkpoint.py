@@ -42,6 +42,12 @@ def _shown(keys: Any, limit: int = 8) -> str:
     return ", ".join(keys[:limit]) + more
 
 
+def _mismatch(unexpected: list, missing: Any, what: str) -> str:
+    parts = [f" Checkpoint keys the {what} lacks: [{_shown(unexpected)}]." if unexpected else "",
+             f" {what.capitalize()} keys the checkpoint lacks: [{_shown(missing)}]." if missing else ""]
+    return "".join(parts)
+
+
 def read_checkpoint_weights(folder: str) -> dict[str, torch.Tensor]:
     """The full state dict saved in `folder` (safetensors or `.bin`, one file or shards), on CPU, keys as saved."""
     from safetensors.torch import load_file
@@ -69,7 +75,8 @@ def read_checkpoint_weights(folder: str) -> dict[str, torch.Tensor]:
 def to_model_layout(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list]:
     """Checkpoint keys -> the model's own keys, by the conversion `from_pretrained` applies to this model.
 
-    Returns the converted state dict and the checkpoint keys (after renaming) that name nothing in the model."""
+    Returns the converted state dict and the checkpoint keys that name nothing in the model (with their converted
+    names where the conversion renamed them)."""
     from transformers.conversion_mapping import get_model_conversion_mapping
     from transformers.core_model_loading import WeightConverter, WeightRenaming, dot_natural_key, rename_source_key
 
@@ -86,7 +93,7 @@ def to_model_layout(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> t
         if renamed not in expected and key in expected:  # as from_pretrained: a key already in the model's layout
             renamed, pattern = rename_source_key(key, [], [], prefix, expected)
         if renamed not in expected:
-            unexpected.append(renamed)
+            unexpected.append(key if renamed == key else f"{key} (-> {renamed})")
             continue
         if pattern is not None:  # a tensor conversion (fused / split weights): one converter per target key
             mapping = pending.setdefault(renamed, deepcopy(pattern_to_converter[pattern]))
@@ -118,8 +125,8 @@ def load_model_weights(model: torch.nn.Module, folder: str) -> None:
     if unexpected or missing:
         raise CheckpointMismatchError(
             f"resume: the checkpoint {folder} does not match the model being trained ({type(model).__name__}); "
-            f"nothing was loaded. Checkpoint keys the model lacks: [{_shown(unexpected)}]; model keys the checkpoint "
-            f"lacks: [{_shown(missing)}]. Resume from a checkpoint of this same model and finetuning_type.")
+            f"nothing was loaded.{_mismatch(unexpected, missing, 'model')} Resume from a checkpoint of this same model "
+            "and finetuning_type.")
     try:  # every key checked above: what load_state_dict leaves out is only the tied aliases
         model.load_state_dict(converted, strict=False)
     except RuntimeError as err:  # shape mismatches
@@ -137,9 +144,9 @@ def load_adapter_weights(model: Any, folder: str) -> None:
     missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
     if missing or unexpected:
         raise CheckpointMismatchError(
-            f"resume: the LoRA checkpoint {folder} does not match the adapter being trained. Checkpoint keys the "
-            f"model lacks: [{_shown(unexpected)}]; adapter keys the checkpoint lacks: [{_shown(missing)}]. Resume "
-            "with the LoRA settings (lora_rank, lora_target, ...) of the run that wrote it.")
+            f"resume: the LoRA checkpoint {folder} does not match the adapter being trained."
+            f"{_mismatch(unexpected, missing, 'adapter')} Resume with the LoRA settings (lora_rank, lora_target, ...) "
+            "of the run that wrote it.")
 
 
 def load_checkpoint(model: torch.nn.Module, folder: str) -> None:
