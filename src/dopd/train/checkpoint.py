@@ -118,20 +118,21 @@ def _tied_aliases(model: torch.nn.Module, loaded: set[str]) -> set[str]:
 
 def load_model_weights(model: torch.nn.Module, folder: str) -> None:
     """Copy the full checkpoint in `folder` into `model`'s own parameters (dtype, device, `requires_grad` and tying
-    kept); raises `CheckpointMismatchError` on any checkpoint key the model lacks or model key the checkpoint lacks."""
+    kept); raises `CheckpointMismatchError`, before copying anything, on any checkpoint key the model lacks, model key
+    the checkpoint lacks or shape that differs."""
     converted, unexpected = to_model_layout(model, read_checkpoint_weights(folder))
-    expected = set(model.state_dict())
-    missing = expected - set(converted) - _tied_aliases(model, set(converted))
-    if unexpected or missing:
+    expected = model.state_dict()
+    missing = set(expected) - set(converted) - _tied_aliases(model, set(converted))
+    shapes = [f"{k} {tuple(v.shape)} for {tuple(expected[k].shape)}" for k, v in converted.items()
+              if v.shape != expected[k].shape]
+    if unexpected or missing or shapes:
         raise CheckpointMismatchError(
             f"resume: the checkpoint {folder} does not match the model being trained ({type(model).__name__}); "
-            f"nothing was loaded.{_mismatch(unexpected, missing, 'model')} Resume from a checkpoint of this same model "
+            f"nothing was loaded.{_mismatch(unexpected, missing, 'model')}"
+            f"{f' Wrong shapes: [{_shown(shapes)}].' if shapes else ''} Resume from a checkpoint of this same model "
             "and finetuning_type.")
-    try:  # every key checked above: what load_state_dict leaves out is only the tied aliases
-        model.load_state_dict(converted, strict=False)
-    except RuntimeError as err:  # shape mismatches
-        raise CheckpointMismatchError(f"resume: the checkpoint {folder} does not fit {type(model).__name__}: {err}") \
-            from err
+    # every key checked above: what load_state_dict leaves out is only the tied aliases
+    model.load_state_dict(converted, strict=False)
 
 
 def load_adapter_weights(model: Any, folder: str) -> None:
