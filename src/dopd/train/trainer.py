@@ -121,6 +121,20 @@ class DOPDTrainer(Trainer):
         for callback in (JsonlLogCallback(), self.graceful_stop, self.nonfinite_guard):
             self.add_callback(callback)
 
+    # ------------------------------------------------------------------ resume
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Optional[torch.nn.Module] = None) -> None:
+        """Resume's weights: exactly the checkpoint's, for every family, or a `CheckpointMismatchError`.
+
+        The Trainer's own version loads `save_pretrained`'s layout without transformers' key conversion and only warns
+        about the keys that do not match (a Qwen2-VL run went on from the base weights); see `dopd.train.checkpoint`.
+        DeepSpeed runs resume from DeepSpeed's state instead and do not come here; FSDP is left to the Trainer."""
+        if self.is_fsdp_enabled:
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        from dopd.train.checkpoint import load_checkpoint
+
+        logger.info("resuming the weights of %s", resume_from_checkpoint)
+        load_checkpoint(self.model if model is None else model, resume_from_checkpoint)
+
     # ------------------------------------------------------------------ metrics
     def _record(self, name: str, value: float) -> None:
         self._metrics[name].append(float(value))
