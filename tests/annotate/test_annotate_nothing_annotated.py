@@ -12,7 +12,8 @@ from dopd.cli import main
 def _annotate(tmp_path, server, capsys, **keys) -> tuple[int, str]:
     cfg = write_config(tmp_path / "a.yaml", dataset="vqa", dataset_dir=str(tmp_path), annotator_backend="openai",
                        annotator_model="fake", annotator_base_url=server.base_url, annotate_kind="boxes",
-                       annotator_grounding="qwen3_vl", annotator_retry_backoff=0.01, annotator_timeout=5, **keys)
+                       annotator_grounding="qwen3_vl", annotator_retry_backoff=0.01, annotator_timeout=5,
+                       annotator_concurrency=1, **keys)
     with pytest.raises(SystemExit) as exit_info:
         main(["annotate", cfg])
     captured = capsys.readouterr()

@@ -93,6 +93,7 @@ def test_rows_without_p_beside_rows_with_p_are_counted_and_warned(registry, caps
 @pytest.mark.parametrize("overrides,needs", [
     ([], True), (["stage=vanilla_opd"], True), (["stage=opsd"], True), (["stage=uniform_teacher"], True),
     (["stage=vanilla_opd", "teacher_sees_privileged=false"], False), (["stage=sft"], False),
+    (["stage=sft", "sft_view=privileged"], True),
 ])
 def test_privileged_method_on_data_without_p_is_refused(registry, capsys, overrides, needs):
     registry.add("d", _rows(3, hint=None), HINT_ENTRY, file_name="d.jsonl")
