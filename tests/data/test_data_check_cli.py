@@ -29,7 +29,8 @@ def write_config(tmp_path, **keys) -> str:
 @pytest.fixture
 def bad_dataset(registry, tmp_path):
     make_image(tmp_path / "img.png", (200, 100))
-    rows = [vqa_row(["img.png"])] * 3 + [vqa_row(["img.png"], {"boxes": [{"label": "x", "bbox": [0, 0, 300, 10]}]})]
+    rows = [vqa_row(["img.png"], "Look at the left half.")] * 3 + [
+        vqa_row(["img.png"], {"boxes": [{"label": "x", "bbox": [0, 0, 300, 10]}]})]
     registry.add("bad", rows, SHAREGPT)
     registry.add("good", rows[:2], SHAREGPT)
     return registry

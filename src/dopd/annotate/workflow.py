@@ -145,6 +145,7 @@ class AnnotateSummary:
     counts: Counter = field(default_factory=Counter)
     interrupted: bool = False
     error: Optional[str] = None
+    first_failure: Optional[str] = None  # `<uid>: <reason>: <detail>` of the first sample rejected in this run
     seconds: float = 0.0
     paths: dict[str, str] = field(default_factory=dict)
 
@@ -173,6 +174,32 @@ class AnnotateSummary:
             lines.append(f"  stopped: {self.error}")
         return "\n".join(lines)
 
+    def reject(self, store: AnnotationStore, uid: str, reason: str, detail: str, answer: Optional[str] = None) -> None:
+        """Write the reject, count it, and keep the first one for the message of a run that annotated nothing."""
+        store.reject(uid, reason, detail, answer)
+        self.counts[REASON_COUNTER.get(reason, reason)] += 1
+        if self.first_failure is None:
+            self.first_failure = f"{uid}: {reason}: {detail}"
+
+    def nothing_annotated(self) -> Optional[str]:
+        """Why the output dataset holds no sample after a finished run (None when it holds some, this run's or an
+        earlier run's): training on it would have no privileged information, so `dopd-cli annotate` exits 1."""
+        if self.interrupted or self.error or _has_rows(self.paths.get("data", "")):
+            return None
+        if not self.total:
+            return f"annotated 0 samples: dataset `{self.dataset}` has no samples"
+        rejects = self.paths.get("rejects", "the rejects file")
+        first = self.first_failure or "every sample was rejected in an earlier run"
+        return (f"annotated 0 of {self.total} samples of {self.dataset}, so the output dataset {self.output_name} is "
+                f"empty; first failure: {first} (all rejects: {rejects})")
+
+
+def _has_rows(path: str) -> bool:
+    if not os.path.isfile(path):
+        return False
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        return any(line.strip() for line in fh)
+
 
 REASON_COUNTER = {"leak": "leaked", "request_failed": "failed_requests"}
 
@@ -189,8 +216,7 @@ def _record(store: AnnotationStore, summary: AnnotateSummary, outcome: Outcome, 
         store.add(output_row(row, attr, sample.uid, record))
         summary.counts["annotated"] += 1
     else:
-        store.reject(sample.uid, outcome.reason, outcome.detail, outcome.answer)
-        summary.counts[REASON_COUNTER.get(outcome.reason, outcome.reason)] += 1
+        summary.reject(store, sample.uid, outcome.reason, outcome.detail, outcome.answer)
 
 
 def _hub_hint(entry: dict[str, Any], name: str, dataset_dir: str) -> str:
@@ -243,22 +269,19 @@ def run_annotate(config_path: Optional[str], overrides: Sequence[str] = (), out:
     done = store.finished_uids()
     for uid, reason in unreadable:
         if uid not in done:
-            store.reject(uid, "unreadable", reason)
-            summary.counts["unreadable"] += 1
+            summary.reject(store, uid, "unreadable", reason)
     todo = [(s, row) for s, row in pairs if s.uid not in done]
     invalid: dict[str, str] = {}  # samples check-data would refuse get no request (the output must check clean)
     for issue in validate_samples([s for s, _ in todo], attr.columns):
         invalid.setdefault(issue.uid, f"field `{issue.field}`: {issue.reason}")
     for uid, reason in invalid.items():
-        store.reject(uid, "invalid_sample", reason)
-        summary.counts["invalid_sample"] += 1
+        summary.reject(store, uid, "invalid_sample", reason)
     todo = [(s, row) for s, row in todo if s.uid not in invalid]
     summary.skipped_done = sum(s.uid in done for s, _ in pairs) + sum(uid in done for uid, _ in unreadable)
     if kind == "boxes":
         missing = [(s, row) for s, row in todo if not s.images]
         for sample, _ in missing:
-            store.reject(sample.uid, "no_image", "boxes need an image; the sample has none")
-            summary.counts["no_image"] += 1
+            summary.reject(store, sample.uid, "no_image", "boxes need an image; the sample has none")
         todo = [(s, row) for s, row in todo if s.images]
     store.write_entry(info[name], kind)
 
@@ -330,10 +353,17 @@ def _run(backend: Any, task: Any, todo: list[tuple[CanonicalSample, dict]], attr
 
 
 def run_annotate_cli(config_path: Optional[str], overrides: Sequence[str]) -> int:
-    """Entry point of `dopd-cli annotate`: 0 when the run finished, 1 when the endpoint failed, 130 on Ctrl-C."""
+    """Entry point of `dopd-cli annotate`: 0 when the run finished with at least one sample in the output, 1 when
+    the endpoint failed or the output holds no sample (the first failure is printed), 130 on Ctrl-C."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     summary = run_annotate(config_path, overrides)
     if summary.error:
         print(f"dopd-cli annotate: {summary.error}", file=sys.stderr)
         return 1
-    return 130 if summary.interrupted else 0
+    if summary.interrupted:
+        return 130
+    empty = summary.nothing_annotated()
+    if empty:
+        print(f"dopd-cli annotate: {empty}", file=sys.stderr)
+        return 1
+    return 0

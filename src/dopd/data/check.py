@@ -18,7 +18,10 @@ from dopd.hparams import ConfigError
 from .loader import load_dataset
 from .registry import get_dataset_attrs, split_names
 from .sample import CanonicalSample, SampleIssue
-from .validate import PROGRESS_MIN_SAMPLES, DatasetReport, valid_samples, validate_dataset
+from .validate import (
+    PROGRESS_MIN_SAMPLES, DatasetReport, has_privilege, no_privilege_error, privilege_warning, valid_samples,
+    validate_dataset,
+)
 from .views import PromptView, build_views
 from .vision import VisionSpec
 
@@ -79,20 +82,24 @@ def _privilege_line(samples: Sequence[CanonicalSample]) -> str:
 
 
 def check_data(config: DOPDConfig, out: Optional[TextIO] = None,
-               load_renderer: Optional[Callable[[], Optional[PromptRenderer]]] = None) -> int:
+               load_renderer: Optional[Callable[[], Optional[PromptRenderer]]] = None,
+               require_privilege: Optional[str] = None) -> int:
     """Validate the datasets of a parsed config (`dataset` and `eval_dataset`); print reports; exit code.
 
     `load_renderer`: called once, after the registry entries are checked (configuration mistakes surface before a
-    model is loaded); the renderer it returns (or None) renders and tokenises the prompts of the valid samples."""
+    model is loaded); the renderer it returns (or None) renders and tokenises the prompts of the valid samples.
+    `require_privilege`: why the config's method needs p (None: it does not). The training datasets (`dataset`)
+    then fail when none of their valid samples has p; samples without p beside samples with p are a warning."""
     out = out or sys.stdout
     data_args = config.data
-    names = list(dict.fromkeys(split_names(data_args.dataset) + split_names(data_args.eval_dataset)))
+    train_names = split_names(data_args.dataset)
+    names = list(dict.fromkeys(train_names + split_names(data_args.eval_dataset)))
     if not names:
         raise ConfigError("check-data: no dataset given (set `dataset` and/or `eval_dataset`)")
     attrs = get_dataset_attrs(data_args, names)  # registry problems are configuration errors (exit 2)
     adapter = load_renderer() if load_renderer is not None else None
 
-    failed = []
+    failed, train_with_p, train_loaded = [], 0, []
     for attr in attrs:
         try:
             loaded = load_dataset(attr, data_args.max_samples)
@@ -107,6 +114,18 @@ def check_data(config: DOPDConfig, out: Optional[TextIO] = None,
             report.issues = sorted(report.issues + render_issues, key=lambda i: i.index)
         print(report.summary(), file=out)
         print(_privilege_line(loaded.samples), file=out)
+        if loaded.column_problem and require_privilege and attr.name in train_names:
+            print(f"  error: {loaded.column_problem}", file=out)
+            failed.append(attr.name)
+        elif loaded.column_problem:
+            print(f"  warning: {loaded.column_problem}", file=out)
+        if attr.name in train_names:
+            valid = valid_samples(loaded, report)
+            train_loaded.append(attr.name)
+            train_with_p += sum(has_privilege(s, data_args) for s in valid)
+            warning = privilege_warning(valid, data_args)
+            if warning:
+                print(f"  warning: {warning}", file=out)
         if stats is not None:
             print(f"  prompts ({config.model.model_name_or_path}, cutoff_len {data_args.cutoff_len}): "
                   f"{stats['with_privilege']} with privilege, {stats['truncated']} truncated", file=out)
@@ -115,8 +134,11 @@ def check_data(config: DOPDConfig, out: Optional[TextIO] = None,
         if report.invalid_fraction > data_args.max_invalid_fraction:
             failed.append(attr.name)
     limit = data_args.max_invalid_fraction
+    if require_privilege and train_loaded and not train_with_p:
+        print(f"check-data: {no_privilege_error(train_loaded, require_privilege)}", file=out)
+        failed += [n for n in train_loaded if n not in failed]
     if failed:
-        print(f"check-data: FAILED for {', '.join(failed)} (max_invalid_fraction={limit})", file=out)
+        print(f"check-data: FAILED for {', '.join(dict.fromkeys(failed))} (max_invalid_fraction={limit})", file=out)
         return 1
     print(f"check-data: OK ({len(attrs)} dataset(s), max_invalid_fraction={limit})", file=out)
     return 0

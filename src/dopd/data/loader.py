@@ -34,6 +34,7 @@ class LoadedDataset:
     samples: list[CanonicalSample] = field(default_factory=list)
     issues: list[SampleIssue] = field(default_factory=list)  # rows that could not be converted
     num_rows: int = 0
+    column_problem: Optional[str] = None  # `columns.privileged` names a key that no row has (see below)
 
     @property
     def name(self) -> str:
@@ -151,20 +152,83 @@ def select_rows(num_rows: int, num_samples: Optional[int], max_samples: Optional
     return indices
 
 
+KEY_MATCH_CUTOFF = 0.8  # difflib ratio from which an unknown row key is taken for a misspelled column
+
+
+def _misspelled_keys(row: dict[str, Any], attr: DatasetAttr) -> Iterator[SampleError]:
+    """Unknown keys of `row` that look like a configured column the row lacks (`privilegd` for `privileged`): the
+    column's content would otherwise be dropped without a word. Other unknown keys (ids, pass rates) are allowed."""
+    import difflib
+
+    known = set(attr.columns.values())
+    missing = [c for c in known if c not in row]
+    for key in row:
+        if key in known or row[key] is None or not missing:
+            continue
+        close = difflib.get_close_matches(str(key), missing, n=1, cutoff=KEY_MATCH_CUTOFF)
+        if close:
+            role = next(r for r, c in attr.columns.items() if c == close[0])
+            yield SampleError(str(key), f"unknown key; did you mean `{close[0]}` (the dataset's {role} column)?",
+                              kind="privileged" if role == "privileged" else "format")
+
+
+def _blank_hint(row: dict[str, Any], attr: DatasetAttr) -> Optional[SampleError]:
+    """An empty or blank hint: p that is there but says nothing (an annotation that failed, a cell left empty). A
+    sample without p leaves the column out or null."""
+    column = attr.columns.get("privileged")
+    raw = row.get(column) if column else None
+    where, hint = column, raw
+    if isinstance(raw, dict):
+        where, hint = f"{column}.hint", raw.get("hint")
+    if isinstance(hint, str) and not hint.strip():
+        return SampleError(str(where), f"empty hint ({hint!r}); give the hint, or leave `{column}` out (or null) for "
+                           "a sample without privileged information", kind="privileged")
+    return None
+
+
+def row_issues(row: dict[str, Any], attr: DatasetAttr) -> list[SampleError]:
+    """What a row says about p that conversion does not catch: a blank hint, a misspelled column key."""
+    blank = _blank_hint(row, attr)
+    return ([blank] if blank else []) + list(_misspelled_keys(row, attr))
+
+
+def privileged_column_problem(attr: DatasetAttr, rows: list[Row]) -> Optional[str]:
+    """A `columns.privileged` that no row has names the wrong column (or data not annotated yet): no sample has p.
+    A method that needs p refuses it (`validate`, `check`); others get a warning. Not checked when the processors
+    read no column (`privilege: reference` or none)."""
+    column = attr.columns.get("privileged")
+    dicts = [row for _, row in rows if isinstance(row, dict)]
+    if not column or not dicts or not set(attr.privilege) - {"reference"} or any(column in row for row in dicts):
+        return None
+    import difflib
+
+    seen = sorted({str(k) for row in dicts for k in row})
+    close = difflib.get_close_matches(column, seen, n=1, cutoff=0.6)
+    hint = f"; did you mean `{close[0]}`?" if close else ""
+    return (f"dataset `{attr.name}`: its registry entry's columns.privileged is `{column}`, but no row of "
+            f"{attr.path} has that key (keys: {', '.join(seen)}){hint}")
+
+
 def load_dataset(attr: DatasetAttr, max_samples: Optional[int] = None) -> LoadedDataset:
     """Read and convert one dataset. Rows that cannot be converted become issues, not exceptions;
-    a missing or unparsable file raises ConfigError."""
+    a missing or unparsable file and an empty dataset raise ConfigError."""
     rows = read_rows(attr)
-    loaded = LoadedDataset(attr=attr)
+    if not rows:
+        raise ConfigError(f"dataset `{attr.name}`: {attr.path} holds no samples")
+    loaded = LoadedDataset(attr=attr, column_problem=privileged_column_problem(attr, rows))
     for index in select_rows(len(rows), attr.num_samples, max_samples):
         source, row = rows[index]
         loaded.num_rows += 1
         try:
             if isinstance(row, SampleError):
                 raise row
-            loaded.samples.append(to_canonical(row, index, attr, source))
+            sample = to_canonical(row, index, attr, source)
         except SampleError as err:
             loaded.issues.append(SampleIssue(attr.name, source, index, err.field, err.reason, err.kind))
+            continue
+        loaded.samples.append(sample)  # like any invalid sample, one with row issues is dropped by validation
+        loaded.issues += [SampleIssue(attr.name, source, index, e.field, e.reason, e.kind)
+                          for e in row_issues(row, attr)]
     return loaded
 
 

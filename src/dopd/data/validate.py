@@ -17,7 +17,7 @@ from PIL import Image
 from dopd.hparams import ConfigError
 
 from .loader import LoadedDataset, load_datasets, mix_samples
-from .privilege import crop_box
+from .privilege import PROCESSORS, crop_box, processor_names
 from .sample import IMAGE_PLACEHOLDER, CanonicalSample, SampleIssue
 from .vision import MAX_ASPECT_RATIO, aspect_ratio, oriented_size
 
@@ -208,12 +208,60 @@ def valid_samples(loaded: LoadedDataset, report: DatasetReport) -> list[Canonica
     return [s for s in loaded.samples if s.index not in bad]
 
 
+# What each built-in processor reads; a processor registered elsewhere is taken to use any privileged record.
+_PROCESSOR_USES = {
+    "hint": lambda s: bool(s.privileged.hint and s.privileged.hint.strip()),
+    "boxes_text": lambda s: bool(s.privileged.boxes),
+    "boxes_draw": lambda s: bool(s.privileged.boxes),
+    "crops": lambda s: bool(s.privileged.crops),
+    "reference": lambda s: bool(s.response and s.response.strip()),
+}
+
+
+def has_privilege(sample: CanonicalSample, data_args: Optional[Any] = None) -> bool:
+    """Whether the sample's privileged view differs from its plain view: one of its processors (or
+    `data_args.privilege`) finds something to add. Decided without opening images."""
+    for name in processor_names(sample, data_args):
+        uses = _PROCESSOR_USES.get(name)
+        if uses(sample) if uses else (name in PROCESSORS and not sample.privileged.is_empty()):
+            return True
+    return False
+
+
+def without_privilege(samples: Sequence[CanonicalSample], data_args: Optional[Any] = None) -> list[str]:
+    """Ids of the samples whose privileged view equals the plain one (for them x+p = x, the privilege gap is 0)."""
+    return [s.uid for s in samples if not has_privilege(s, data_args)]
+
+
+def privilege_warning(samples: Sequence[CanonicalSample], data_args: Optional[Any] = None,
+                      max_ids: int = 5) -> Optional[str]:
+    """`N of M samples have no privileged information (ids)`, or None when every sample has some."""
+    missing = without_privilege(samples, data_args)
+    if not missing:
+        return None
+    more = f", ... (+{len(missing) - max_ids})" if len(missing) > max_ids else ""
+    return (f"{len(missing)} of {len(samples)} samples have no privileged information their processors use "
+            f"(x+p = x for them): {', '.join(missing[:max_ids])}{more}")
+
+
+def no_privilege_error(names: Sequence[str], reason: str) -> str:
+    """The message refusing a method that needs p on data without any."""
+    return (f"{reason}, but no sample of {', '.join(names)} has privileged information its processors use: "
+            "every privileged view would equal the plain view. Check the registry entry's `columns.privileged` "
+            "and `privilege` (or the `privilege` override), annotate p first (`dopd-cli annotate`), or choose a "
+            "method without p (e.g. stage=vanilla_opd teacher_sees_privileged=false, or stage=sft)")
+
+
 def load_and_validate(
-    data_args: Any, names: Union[str, Sequence[str], None] = None, seed: int = 42
+    data_args: Any, names: Union[str, Sequence[str], None] = None, seed: int = 42,
+    require_privilege: Optional[str] = None,
 ) -> list[CanonicalSample]:
     """What the trainer calls before the first step: load `names` (default `data_args.dataset`), validate
     every sample, raise ConfigError with the summary when a dataset's invalid fraction exceeds
-    `data_args.max_invalid_fraction`, otherwise drop the invalid samples (with a warning) and mix."""
+    `data_args.max_invalid_fraction`, otherwise drop the invalid samples (with a warning) and mix.
+
+    `require_privilege`: why the run needs p (the method scores a privileged policy), or None. Given, samples
+    without p are counted in a warning, and data in which no sample has p raises ConfigError."""
     loaded = load_datasets(data_args, names)
     reports = [validate_dataset(d) for d in loaded]
     failing = [r for r in reports if r.invalid_fraction > data_args.max_invalid_fraction]
@@ -226,4 +274,17 @@ def load_and_validate(
     for report in reports:
         if report.issues:
             logger.warning("dropping %d invalid sample(s):\n%s", report.num_invalid, report.summary())
-    return mix_samples([valid_samples(d, r) for d, r in zip(loaded, reports)], data_args, seed)
+    parts = [valid_samples(d, r) for d, r in zip(loaded, reports)]
+    problems = [d.column_problem for d in loaded if d.column_problem]
+    if require_privilege and problems:
+        raise ConfigError(f"{require_privilege}, but " + "\n".join(problems))
+    for problem in problems:
+        logger.warning("%s", problem)
+    if require_privilege:
+        if not any(has_privilege(s, data_args) for part in parts for s in part):
+            raise ConfigError(no_privilege_error([d.name for d in loaded], require_privilege))
+        for dataset, part in zip(loaded, parts):
+            warning = privilege_warning(part, data_args)
+            if warning:
+                logger.warning("%s: %s", dataset.name, warning)
+    return mix_samples(parts, data_args, seed)

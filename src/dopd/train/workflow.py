@@ -139,8 +139,10 @@ def run_train(cfg: DOPDConfig) -> TrainResult:
     if needs_teacher and not model_args.teacher_model_name_or_path:
         raise ConfigError(f"stage `{stage}` needs `teacher_model_name_or_path`")
 
-    # 1. data, before any model is loaded
-    samples = load_and_validate(data_args, data_args.dataset)
+    # 1. data, before any model is loaded (a method that scores x+p is refused data without any p)
+    from dopd.model.check_data import privilege_required
+
+    samples = load_and_validate(data_args, data_args.dataset, require_privilege=privilege_required(cfg))
     if not samples:
         raise ConfigError(f"dataset `{data_args.dataset}` has no valid samples")
     eval_samples = None
