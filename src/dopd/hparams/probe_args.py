@@ -21,9 +21,9 @@ class ProbeArguments:
                           "num_generations."},
     )
     probe_lr_grid: Optional[str] = field(
-        default=None,
-        metadata={"help": "Learning rates the one-step check tries, comma-separated; default: learning_rate times "
-                          "0.1, 0.3, 1, 3; an empty string skips the check."},
+        default="auto",
+        metadata={"help": "Learning rates the one-step check tries, comma-separated; auto: learning_rate times "
+                          "0.1, 0.3, 1, 3; empty (`probe_lr_grid=` on the command line) skips the check."},
     )
     probe_output_dir: Optional[str] = field(
         default=None,
@@ -54,9 +54,9 @@ class ProbeArguments:
 
     def lr_grid(self, learning_rate: float) -> list[float]:
         """The learning rates of the one-step check ([] skips it)."""
-        if self.probe_lr_grid is None:
+        text = "" if self.probe_lr_grid is None else str(self.probe_lr_grid).strip()
+        if text == "auto":
             return [learning_rate * f for f in (0.1, 0.3, 1.0, 3.0)]
-        text = str(self.probe_lr_grid).strip()
         try:
             return [float(v) for v in text.split(",") if v.strip()]
         except ValueError:

@@ -152,6 +152,18 @@ def run_step_losses(trainer: DOPDTrainer, encoded: Sequence[Any], grad: bool) ->
     return total, records
 
 
+def token_section(trainer: DOPDTrainer, encoded: Sequence[Any], seed: int) -> tuple[dict, dict, list[dict]]:
+    """The trainer's rollouts of `encoded` (seeded), scored and routed by its `compute_loss` with the whole batch as
+    one step; returns (`premise_values` of the logged diagnostics, the rollouts per sample, the per-micro-batch
+    records)."""
+    from dopd.train.premise_alarm import premise_values
+
+    rollouts = _rollouts_by_sample(trainer, encoded, seed)
+    with replayed_rollouts(trainer, rollouts):
+        _, records = run_step_losses(trainer, encoded, grad=False)
+    return premise_values(records, trainer.loss_config.routing_table), rollouts, records
+
+
 def kl_measure_config(loss_config: Any) -> Any:
     """The method's routing with every term replaced by the full-vocabulary reverse KL to the same target (weight
     1, averaged over a regime's targets), token mean, no pruning: the distance to the method's targets."""
@@ -223,7 +235,6 @@ def run_probe(cfg: DOPDConfig) -> dict[str, Any]:
     from dopd.data import load_and_validate
     from dopd.distill import DOPDLossConfig
     from dopd.eval.extract import clean_reference
-    from dopd.train.premise_alarm import premise_values
     from dopd.train.probe_report import verdict
     from dopd.train.rollout import check_sampling_matches_loss
     from dopd.train.workflow import build_trainer
@@ -275,10 +286,7 @@ def run_probe(cfg: DOPDConfig) -> dict[str, Any]:
     # 2. where will the tokens go? (the whole probe batch as one step)
     t0 = time.time()
     seed = cfg.training.seed
-    rollouts = _rollouts_by_sample(trainer, encoded, seed)
-    with replayed_rollouts(trainer, rollouts):
-        _, records = run_step_losses(trainer, encoded, grad=False)
-    values = premise_values(records, loss_config.routing_table)
+    values, rollouts, records = token_section(trainer, encoded, seed)
     report["tokens"] = values["tokens"]
     report["tokens"]["rejected_to_teacher"] = values["rejected_to_teacher"]
     report["tokens"]["rejected_to_self"] = values["rejected_to_self"]
