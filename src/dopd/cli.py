@@ -6,6 +6,7 @@
     dopd-cli export CONFIG.yaml [key=value ...]
     dopd-cli annotate CONFIG.yaml [key=value ...]
     dopd-cli render CONFIG.yaml [--num-samples N] [--save-images DIR] [key=value ...]
+    dopd-cli probe CONFIG.yaml [key=value ...]      (before training: do DOPD's premises hold?)
     dopd-cli env
     dopd-cli version
 
@@ -46,6 +47,8 @@ def _command(name: str) -> Callable[[Optional[str], list[str]], int]:
         from dopd.annotate.workflow import run_annotate_cli as fn
     elif name == "render":
         from dopd.train.render import run_render_cli as fn
+    elif name == "probe":
+        from dopd.train.probe import run_probe_cli as fn
     else:
         raise KeyError(name)
     return fn

@@ -18,7 +18,12 @@ COMMANDS: dict[str, tuple[str, tuple[str, ...]]] = {
               "checkpoints, trainer_log.jsonl and plots in output_dir. SIGTERM / Ctrl-C saves a checkpoint, then "
               "exits 143 / 130.",
               ("ModelArguments", "DataArguments", "FinetuningArguments", "DistillArguments", "RolloutArguments",
-               "EvalArguments", "training")),
+               "EvalArguments", "ProbeArguments", "training")),
+    "probe": ("Before training: does p help the student and the teacher, where will the routed tokens go, how large "
+              "a step lowers the divergence; writes probe_report.json/.md and a plot (docs/before_you_train.md). "
+              "Exits 0 whatever the verdict (3 with probe_strict=true and a failed check).",
+              ("ModelArguments", "DataArguments", "FinetuningArguments", "DistillArguments", "RolloutArguments",
+               "EvalArguments", "ProbeArguments", "training")),
     "eval": ("Generate answers on eval_dataset with the deployed view (no p), extract, score; writes predictions "
              "and metrics.", ("ModelArguments", "DataArguments", "RolloutArguments", "EvalArguments")),
     "check-data": ("Validate every sample of every configured dataset (files, images, boxes, privileged fields) and "

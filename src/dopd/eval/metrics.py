@@ -206,3 +206,14 @@ def aggregate(correct: Sequence[Sequence[bool]], ks: Sequence[int]) -> dict[str,
             out[f"pass@{k}"] = sum(pass_at_k(n, sum(map(bool, c)), k) for c in correct) / len(correct)
         out[f"mean@{n}"] = out["accuracy"]
     return out
+
+
+def wilson_interval(correct: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a proportion `correct / n` (95 % at z = 1.96); (0, 1) when n is 0."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = correct / n
+    denom = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)

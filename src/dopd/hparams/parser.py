@@ -21,11 +21,12 @@ from .distill_args import DistillArguments
 from .eval_args import EvalArguments
 from .finetuning_args import FinetuningArguments
 from .model_args import ModelArguments
+from .probe_args import ProbeArguments
 from .rollout_args import RolloutArguments
 
 OUR_DATACLASSES = (
     ModelArguments, DataArguments, FinetuningArguments, DistillArguments, RolloutArguments, EvalArguments,
-    AnnotateArguments,
+    AnnotateArguments, ProbeArguments,
 )
 
 
@@ -42,6 +43,7 @@ class DOPDConfig(NamedTuple):
     training: Any  # DOPDTrainingArguments, or None when not requested
     evaluation: EvalArguments = EvalArguments()  # `dopd-cli eval` and evaluation during training
     annotate: AnnotateArguments = AnnotateArguments()  # `dopd-cli annotate`
+    probe: ProbeArguments = ProbeArguments()  # `dopd-cli probe` and the premise alarm
 
 
 def _training_class():
@@ -234,7 +236,7 @@ def parse_config_dict(config: dict[str, Any], with_training: bool = True, source
     return DOPDConfig(
         built[ModelArguments], built[DataArguments], built[FinetuningArguments],
         built[DistillArguments], built[RolloutArguments], training, built[EvalArguments],
-        built[AnnotateArguments],
+        built[AnnotateArguments], built[ProbeArguments],
     )
 
 

@@ -13,6 +13,7 @@ SECTIONS = {
     "DistillArguments": "objective",
     "RolloutArguments": "rollout",
     "EvalArguments": "evaluation",
+    "ProbeArguments": "probe and premise alarm",
 }
 
 TRAINING_KEYS = (

@@ -113,6 +113,13 @@ def build_trainer(cfg: DOPDConfig, samples: Sequence[CanonicalSample],
         distill_args=distill_args,
     )
     use_compact_console(trainer)  # one console line per log record; the whole record stays in trainer_log.jsonl
+    if cfg.probe.premise_alarm and loss_config is not None and loss_config.needs_teacher \
+            and loss_config.needs_privileged_student:
+        from dopd.train.premise_alarm import PremiseAlarmCallback
+
+        # first among the callbacks: its premise/* values reach the record before trainer_log.jsonl is written
+        trainer.callback_handler.callbacks.insert(
+            0, PremiseAlarmCallback(loss_config.routing_table, cfg.probe.premise_check_steps))
     return trainer
 
 

@@ -1,0 +1,325 @@
+"""`dopd-cli probe CONFIG.yaml`: check DOPD's premises on a few samples before training (docs/before_you_train.md).
+
+Everything runs through the code a run uses: the trainer is built by `build_trainer` from the same config; accuracy
+is `dopd.eval.evaluate_samples` (greedy, eval's extraction and metric); the rollouts are the trainer's
+(`DOPDTrainer.rollout`, its engine); tokens are scored, routed and diagnosed by the trainer's own `compute_loss`
+(the objective's routing and diagnostics), with the whole probe batch as one optimizer step; the learning-rate check
+takes one optimizer step of the configured method through the same `compute_loss`.
+
+1. accuracy of the student and the teacher on x and on x+p, with Wilson 95 % intervals;
+2. where the tokens go: each regime's token share and diagnostics, and the share of the teacher-rejected tokens
+   routed to the teacher (`premise_values`, the same numbers the in-run alarm reads);
+3. how large a step: for each lr of the grid, one step from the same start on one training batch (the first
+   per_device_train_batch_size x gradient_accumulation_steps samples, their rollouts from part 2), and the change of
+   the full-vocabulary reverse KL of the student to the method's targets on held-back rollouts of the same prompts;
+4. the verdict (`dopd.train.probe_report`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
+
+import torch
+
+from dopd.hparams import ConfigError, DOPDConfig, parse_config
+
+if TYPE_CHECKING:
+    from dopd.train.trainer import DOPDTrainer
+
+logger = logging.getLogger("dopd.probe")
+
+VIEWS = ("student_x", "student_xp", "teacher_x", "teacher_xp")
+
+
+# ------------------------------------------------------------------------------------------------ the pieces
+def probe_dataset_names(cfg: DOPDConfig) -> str:
+    names = cfg.probe.probe_dataset or cfg.data.eval_dataset or cfg.data.dataset
+    if not names:
+        raise ConfigError("the probe needs `probe_dataset`, `eval_dataset` or `dataset`")
+    return names
+
+
+def probe_config(cfg: DOPDConfig) -> DOPDConfig:
+    """The run's config with the probe's data (`max_samples` = probe_max_samples) and rollouts per prompt."""
+    rollout = cfg.rollout
+    if cfg.probe.probe_num_rollouts:
+        rollout = dataclasses.replace(rollout, num_generations=cfg.probe.probe_num_rollouts)
+    limit = cfg.probe.probe_max_samples
+    if cfg.data.max_samples is not None:
+        limit = min(limit, cfg.data.max_samples)
+    return cfg._replace(data=dataclasses.replace(cfg.data, max_samples=limit), rollout=rollout)
+
+
+def accuracy_entry(correct: int, n: int) -> dict[str, Any]:
+    from dopd.eval.metrics import wilson_interval
+
+    low, high = wilson_interval(correct, n)
+    return {"accuracy": correct / n if n else None, "low": low, "high": high, "n": n, "correct": correct}
+
+
+def probe_eval_args(cfg: DOPDConfig, with_privilege: bool) -> Any:
+    """The config's evaluation settings, one greedy answer per prompt, on x or on x+p."""
+    return dataclasses.replace(cfg.evaluation, eval_num_samples=1, eval_temperature=None, eval_pass_k=None,
+                               eval_with_privilege=with_privilege)
+
+
+def measure_accuracy(trainer: DOPDTrainer, cfg: DOPDConfig, samples: Sequence[Any], out_dir: str
+                     ) -> dict[str, dict[str, Any]]:
+    """Greedy accuracy of the student and the teacher on x and on x+p (the same samples, eval's own code)."""
+    from tqdm.auto import tqdm
+
+    from dopd.eval import evaluate_samples
+    from dopd.eval.workflow import write_predictions
+    from dopd.train.rollout import model_for_generation
+
+    out: dict[str, dict[str, Any]] = {}
+    for view in tqdm(VIEWS, desc="probe: accuracy", disable=trainer.args.disable_tqdm):
+        who, where = view.split("_")
+        eval_args = probe_eval_args(cfg, where == "xp")
+        if who == "student":
+            with model_for_generation(trainer.model_wrapped, trainer.accelerator) as model, trainer._autocast():
+                result = evaluate_samples(model, trainer.adapter, samples, cfg.data, eval_args, cfg.rollout)
+        else:
+            result = evaluate_samples(trainer.teacher, trainer.teacher_adapter, samples, cfg.data, eval_args,
+                                      cfg.rollout)
+        write_predictions(result.records, os.path.join(out_dir, f"predictions_{view}.jsonl"))
+        correct = sum(int(r["correct"][0]) for r in result.records)
+        out[view] = accuracy_entry(correct, len(result.records))
+    return out
+
+
+def _rollouts_by_sample(trainer: DOPDTrainer, encoded: Sequence[Any], seed: int) -> dict[int, tuple[list, list]]:
+    """The trainer's rollout of `encoded` (seeded), kept per sample: id(sample) -> (prompts, responses)."""
+    group = trainer.rollout_args.num_generations
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        result = trainer.rollout(trainer.model, list(encoded))
+    return {id(s): (result.prompts[i * group:(i + 1) * group], result.responses[i * group:(i + 1) * group])
+            for i, s in enumerate(encoded)}
+
+
+@contextlib.contextmanager
+def replayed_rollouts(trainer: DOPDTrainer, stored: dict[int, tuple[list, list]]) -> Iterator[None]:
+    """The trainer's `rollout` returns the stored answers of each sample instead of sampling new ones, so that
+    every lr starts from the same answers and the KL is measured on the same held-back answers."""
+    from dopd.train.rollout import RolloutResult
+
+    def replay(model: Any, samples: list) -> RolloutResult:
+        prompts = [p for s in samples for p in stored[id(s)][0]]
+        responses = [r for s in samples for r in stored[id(s)][1]]
+        return RolloutResult(prompts=prompts, responses=responses, num_tokens=sum(len(r) for r in responses),
+                             seconds=0.0)
+
+    trainer.rollout = replay  # an instance attribute shadows the method
+    try:
+        yield
+    finally:
+        del trainer.rollout
+
+
+def run_step_losses(trainer: DOPDTrainer, encoded: Sequence[Any], grad: bool) -> tuple[float, list[dict]]:
+    """One optimizer step's losses through the trainer's `compute_loss` (micro-batches of
+    per_device_train_batch_size; `backward` when `grad`). Returns the step's loss and each micro-batch's logged
+    `dopd/*` values."""
+    from dopd.train.trainer import _MicroBatch, _Step
+
+    size = trainer.args.per_device_train_batch_size
+    chunks = [list(encoded[i:i + size]) for i in range(0, len(encoded), size)]
+    trainer._step = _Step([_MicroBatch(c) for c in chunks])
+    scale = 1.0 if getattr(trainer, "loss_is_scaled_for_ga", False) else 1.0 / len(chunks)
+    total = 0.0
+    records: list[dict] = []
+    model = trainer.model
+    model.train()
+    for chunk in chunks:
+        trainer._metrics.clear()
+        with (torch.enable_grad() if grad else torch.no_grad()), trainer.compute_loss_context_manager():
+            loss = trainer.compute_loss(model, {"samples": chunk}) * scale
+        if grad:
+            loss.backward()
+        trainer._head_gather.close()
+        total += float(loss.detach())
+        records.append({k: v[-1] for k, v in trainer._metrics.items() if k.startswith("dopd/") and v})
+    trainer._metrics.clear()
+    trainer._step = None
+    trainer.skip_next_update = False
+    return total, records
+
+
+def token_section(trainer: DOPDTrainer, encoded: Sequence[Any], seed: int) -> tuple[dict, dict, list[dict]]:
+    """The trainer's rollouts of `encoded` (seeded), scored and routed by its `compute_loss` with the whole batch as
+    one step; returns (`premise_values` of the logged diagnostics, the rollouts per sample, the per-micro-batch
+    records)."""
+    from dopd.train.premise_alarm import premise_values
+
+    rollouts = _rollouts_by_sample(trainer, encoded, seed)
+    with replayed_rollouts(trainer, rollouts):
+        _, records = run_step_losses(trainer, encoded, grad=False)
+    return premise_values(records, trainer.loss_config.routing_table), rollouts, records
+
+
+def kl_measure_config(loss_config: Any) -> Any:
+    """The method's routing with every term replaced by the full-vocabulary reverse KL to the same target (weight
+    1, averaged over a regime's targets), token mean, no pruning: the distance to the method's targets."""
+    from dopd.distill.presets import Term
+    from dopd.distill.routing import REGIMES
+
+    table = {}
+    for regime in REGIMES:
+        targets = list(dict.fromkeys(t.target for t in loss_config.routing_table[regime]))
+        table[regime] = [Term(target, "rkl", 1.0 / len(targets)) for target in targets]
+    return loss_config.replace(table=table, aggregation="token", prune_mode=None)
+
+
+def measure_kl(trainer: DOPDTrainer, encoded: Sequence[Any], held: dict[int, tuple[list, list]]) -> float:
+    config = trainer.loss_config
+    trainer.loss_config = kl_measure_config(config)
+    try:
+        with replayed_rollouts(trainer, held):
+            kl, _ = run_step_losses(trainer, encoded, grad=False)
+    finally:
+        trainer.loss_config = config
+    return kl
+
+
+def lr_check(trainer: DOPDTrainer, batch: Sequence[Any], train_rollouts: dict, held: dict, grid: Sequence[float],
+             ) -> dict[str, Any]:
+    """For each lr: from the same weights, one optimizer step of the configured method on `batch` (its stored
+    rollouts), the change of `measure_kl` on the held-back rollouts; the weights are restored afterwards."""
+    from tqdm.auto import tqdm
+
+    model = trainer.model
+    params = [p for p in model.parameters() if p.requires_grad]
+    start = [p.detach().clone() for p in params]
+    before = measure_kl(trainer, batch, held)
+    rows = []
+    try:
+        for lr in tqdm(list(grid), desc="probe: learning rates", disable=trainer.args.disable_tqdm):
+            with torch.no_grad():
+                for p, s in zip(params, start):
+                    p.copy_(s)
+                    p.grad = None
+            trainer.optimizer = None
+            optimizer = trainer.create_optimizer()
+            for group in optimizer.param_groups:
+                group["lr"] = float(lr)
+            with replayed_rollouts(trainer, train_rollouts):
+                loss, _ = run_step_losses(trainer, batch, grad=True)
+            if trainer.args.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(params, trainer.args.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            after = measure_kl(trainer, batch, held)
+            rows.append({"lr": float(lr), "kl_before": before, "kl_after": after, "kl_change": after - before,
+                         "step_loss": loss})
+    finally:
+        with torch.no_grad():
+            for p, s in zip(params, start):
+                p.copy_(s)
+                p.grad = None
+        trainer.optimizer = None
+    lowering = [r["lr"] for r in rows if r["kl_change"] < 0]
+    return {"grid": rows, "suggested": max(lowering) if lowering else None, "kl_before": before,
+            "batch_samples": len(batch)}
+
+
+# ------------------------------------------------------------------------------------------------ the probe
+def run_probe(cfg: DOPDConfig) -> dict[str, Any]:
+    """Run the four parts and return the report (the JSON contract of docs/before_you_train.md)."""
+    from dopd.data import load_and_validate
+    from dopd.distill import DOPDLossConfig
+    from dopd.eval.extract import clean_reference
+    from dopd.train.probe_report import verdict
+    from dopd.train.rollout import check_sampling_matches_loss
+    from dopd.train.workflow import build_trainer
+
+    started = time.time()
+    if not cfg.model.model_name_or_path:
+        raise ConfigError("`model_name_or_path` is required: the student model")
+    stage = cfg.finetuning.stage
+    if stage == "sft":
+        raise ConfigError("the probe checks a distillation run: stage `sft` has no teacher to check")
+    loss_config = DOPDLossConfig.from_args(cfg.distill, stage)
+    if not loss_config.needs_teacher:
+        raise ConfigError(f"stage `{stage}` scores no teacher: the probe compares student and teacher")
+    if not cfg.model.teacher_model_name_or_path:
+        raise ConfigError(f"stage `{stage}` needs `teacher_model_name_or_path`")
+    cfg = probe_config(cfg)
+    check_sampling_matches_loss(loss_config, cfg.rollout)
+    out_dir = cfg.probe.probe_output_dir or os.path.join(cfg.training.output_dir, "probe")
+    try:
+        grid = cfg.probe.lr_grid(cfg.training.learning_rate)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    names = probe_dataset_names(cfg)
+    samples = load_and_validate(cfg.data, names)[:cfg.probe.probe_max_samples]
+    if not samples:
+        raise ConfigError(f"probe dataset `{names}` has no valid samples")
+    os.makedirs(out_dir, exist_ok=True)
+
+    trainer = build_trainer(cfg, samples)
+    encoded = [trainer.train_dataset[i] for i in range(len(samples))]
+    report: dict[str, Any] = {
+        "config": {"stage": stage, "student": cfg.model.model_name_or_path,
+                   "teacher": cfg.model.teacher_model_name_or_path, "dataset": names, "samples": len(samples),
+                   "rollouts_per_prompt": cfg.rollout.num_generations, "learning_rate": cfg.training.learning_rate,
+                   "max_new_tokens": cfg.rollout.max_new_tokens},
+        "seconds": {},
+    }
+
+    # 1. does p help?
+    t0 = time.time()
+    if all(clean_reference(s.response) is None for s in samples):
+        report["accuracy"] = None
+        report["accuracy_skipped"] = f"dataset `{names}` has no reference answers: accuracy cannot be measured"
+        logger.warning("probe: %s", report["accuracy_skipped"])
+    else:
+        report["accuracy"] = measure_accuracy(trainer, cfg, samples, out_dir)
+    report["seconds"]["accuracy"] = round(time.time() - t0, 1)
+
+    # 2. where will the tokens go? (the whole probe batch as one step)
+    t0 = time.time()
+    seed = cfg.training.seed
+    values, rollouts, records = token_section(trainer, encoded, seed)
+    report["tokens"] = values["tokens"]
+    report["tokens"]["rejected_to_teacher"] = values["rejected_to_teacher"]
+    report["tokens"]["rejected_to_self"] = values["rejected_to_self"]
+    report["tokens"]["num_tokens"] = sum(r.get("dopd/num_tokens", 0.0) for r in records)
+    report["seconds"]["tokens"] = round(time.time() - t0, 1)
+
+    # 3. how large a step?
+    t0 = time.time()
+    if grid:
+        size = trainer.args.per_device_train_batch_size * trainer.args.gradient_accumulation_steps
+        batch = encoded[:size]
+        held = _rollouts_by_sample(trainer, batch, seed + 1)
+        report["lr"] = lr_check(trainer, batch, {id(s): rollouts[id(s)] for s in batch}, held, grid)
+    else:
+        report["lr"] = {"grid": [], "suggested": None, "skipped": "probe_lr_grid is empty"}
+    report["seconds"]["lr"] = round(time.time() - t0, 1)
+
+    # 4. the verdict
+    report["verdict"] = verdict(report, cfg.distill.teacher_sees_privileged)
+    report["seconds"]["total"] = round(time.time() - started, 1)
+    report["output_dir"] = out_dir
+    return report
+
+
+def run_probe_cli(config_path: Optional[str], overrides: Sequence[str]) -> int:
+    from dopd.train.probe_report import format_summary, write_report
+
+    logging.basicConfig(format="[%(levelname)s|%(name)s] %(message)s", level=logging.INFO)
+    cfg = parse_config(config_path, overrides)
+    report = run_probe(cfg)
+    paths = write_report(report, report["output_dir"])
+    print(format_summary(report))
+    for path in paths:
+        print(f"  {os.path.abspath(path)}")
+    failed = [c["check"] for c in report["verdict"] if c["holds"] is False]
+    return 3 if (cfg.probe.probe_strict and failed) else 0
