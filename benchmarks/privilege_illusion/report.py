@@ -400,8 +400,7 @@ regimes are computed for the log although its loss ignores them).
                             "p = the labelled box of the queried object; `--task vlm`): [testbed_vlm.md](testbed_vlm.md)."
                             "\n\n## The task (text, generated on the fly)", 1)
     md = report_dir / md_name
-    if kind == "text":
-        page = keep_premise_section(md, page)
+    page = keep_premise_section(md, page)
     md.write_text(page, encoding="utf-8")
     return {"markdown": str(md), "curves": png}
 
@@ -754,15 +753,21 @@ def confirm_lines(results: dict[str, Any], base: str = "dopd") -> list[str]:
 def confirm_section(results: dict[str, Any], png_name: str, command: str) -> str:
     cfg = results["config"]
     sel = results.get("lr_selection")
-    acc_rows = [[c.replace("teacher (SFT on x+p)", "teacher (SFT on x and x+p)") for c in row]
-                for row in accuracy_table(results)]
+    acc_rows = accuracy_table(results)
+    if cfg.get("teacher_data") == "mixed":
+        acc_rows = [[c.replace("teacher (SFT on x+p)", "teacher (SFT on x and x+p)") for c in row] for row in acc_rows]
     dopd_like = tuple(n for n in cfg["methods"] if n.startswith("dopd"))
-    parts = [CONFIRM_START, "", "## Mechanism check on held-out seeds (issue 24)", "",
+    setting = ("The premise variant above (same task, SFT budgets, lr grid and lr rule) on seeds "
+               f"{', '.join(str(s) for s in cfg['seeds'])}, which no hypothesis was drawn from (the hypotheses of "
+               "docs/objective.md, 'When DOPD hurts, and why', came from seeds 0-2 of the default text page). "
+               if cfg.get("task", "text") == "text" else
+               "This page's task, models, seeds and settings (lr "
+               f"{cfg['distill_lr']:g}, as above), with the methods of the text testbed's mechanism check; no "
+               "hypothesis was drawn from this task. ")
+    parts = [CONFIRM_START, "", "## Mechanism check (issue 24)", "",
              "```bash", command, "```", "",
              f"{'**Quick mode: a pipeline check, the numbers mean nothing.** ' if cfg['quick'] else ''}"
-             "The premise variant above (same task, SFT budgets, lr grid and lr rule) on seeds "
-             f"{', '.join(str(s) for s in cfg['seeds'])}, which no hypothesis was drawn from (the hypotheses of "
-             "docs/objective.md, 'When DOPD hurts, and why', came from seeds 0-2 of the default page). The methods "
+             f"{setting}The methods "
              "were fixed before any run: the start, vanilla OPD with the privileged teacher (sampled-token), the same "
              "with the full-vocabulary reverse KL (`vanilla_opd_full_rkl`: separates the estimator from the routing), "
              "DOPD, DOPD + `teacher_veto`, DOPD + `routing_statistic: top1`, and DOPD with HS's target the teacher "
@@ -785,7 +790,8 @@ def confirm_section(results: dict[str, Any], png_name: str, command: str) -> str
               "method with DOPD on the same seed (same teacher, start and data). One held-out accuracy of 200 "
               "questions has a binomial 95% interval of about ±6-7 points by itself.", "",
               markdown_table(acc_rows), "",
-              "### What came out (computed from the numbers)", "", *confirm_lines(results), "",
+              "### What came out (computed from the numbers)", "", *confirm_lines(results),
+              *constant_answer_lines(results), "",
               "### Routing of the DOPD variants (mean over logged steps, mean ± std over seeds)", "",
               markdown_table(regime_table(results, dopd_like)), ""]
     diag = [(n, diagnostics_table(results, n)) for n in dopd_like]
@@ -803,8 +809,10 @@ def write_confirm_section(results: dict[str, Any], report_dir: str | Path, comma
     """Write (or replace) the confirmation's section at the end of testbed.md in `report_dir`, and its PNG."""
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
-    png = plot_curves(results, report_dir / "testbed_confirm_curves.png")
-    md = report_dir / "testbed.md"
+    vlm = results["config"].get("task", "text") == "vlm"
+    png_name = "testbed_confirm_vlm_curves.png" if vlm else "testbed_confirm_curves.png"
+    png = plot_curves(results, report_dir / png_name)
+    md = report_dir / ("testbed_vlm.md" if vlm else "testbed.md")
     page = md.read_text(encoding="utf-8") if md.is_file() else "# Privilege-illusion testbed\n"
     section = confirm_section(results, Path(png).name, command)
     if CONFIRM_START in page and CONFIRM_END in page:

@@ -32,5 +32,28 @@ def test_quick_confirm_variant_runs_into_tmp(tmp_path):
     veto_log = results["seeds"][0]["methods"]["dopd_veto"]["log"]
     assert all(r.get("dopd/HS/teacher_rejected_frac", 0.0) == 0.0 for r in veto_log)
     page = (out / "report" / "testbed.md").read_text()
-    assert "## Mechanism check on held-out seeds" in page and "mean [95% CI over seeds]" in page
+    assert "## Mechanism check (issue 24)" in page and "mean [95% CI over seeds]" in page
     assert "`dopd_top1`" in page and "### Diagnostics" in page
+
+    # the per-token gradient probe (H1, H2) runs on the same work folder's SFT models
+    from benchmarks.privilege_illusion.gradient_probe import main as probe
+
+    assert probe(["--work", str(out), "--seeds", "0", "--steps", "1", "--json", str(tmp_path / "probe.json")]) == 0
+    found = json.loads((tmp_path / "probe.json").read_text())["seeds"]["0"]
+    assert found["counts"]["tokens"] > 0 and set(found["ht_grad_norm"]) == {"js", "rkl"}
+
+
+def test_quick_confirm_variant_on_the_vlm_task(tmp_path):
+    before = (REPO / "docs" / "testbed_vlm.md").read_bytes()
+    out = tmp_path / "work"
+    cmd = [sys.executable, "-m", "benchmarks.privilege_illusion", "--task", "vlm", "--variant", "confirm", "--quick",
+           "--out", str(out)]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (REPO / "docs" / "testbed_vlm.md").read_bytes() == before, "the quick run overwrote docs/"
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["task"] == "vlm" and results["config"]["variant"] == "confirm"
+    assert set(results["seeds"][0]["methods"]) == set(results["config"]["methods"])
+    page = (out / "report" / "testbed_vlm.md").read_text()
+    assert "## Mechanism check (issue 24)" in page and "This page's task" in page
+    assert (out / "report" / "testbed_confirm_vlm_curves.png").stat().st_size > 0
