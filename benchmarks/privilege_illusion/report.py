@@ -801,8 +801,41 @@ def confirm_section(results: dict[str, Any], png_name: str, command: str) -> str
                   "Percentages except `priv_logp_gain` (nats).", ""]
         for name, rows in diag:
             parts += [f"`{name}`:", "", markdown_table(rows), ""]
+    parts += gradient_probe_part(results)
     parts += [f"![mechanism check: accuracy and entropy]({png_name})", "", CONFIRM_END]
     return "\n".join(parts)
+
+
+GRADIENT_PROBE = Path(__file__).resolve().parents[1] / "results" / "testbed_gradient_probe.json"
+
+
+def gradient_probe_part(results: dict[str, Any], path: Path = GRADIENT_PROBE) -> list[str]:
+    """The per-token gradient probe (`gradient_probe.py`) on this section's seeds, when its JSON holds them."""
+    import json
+
+    if not path.is_file() or results["config"].get("task", "text") != "text":
+        return []
+    probe = json.loads(path.read_text(encoding="utf-8"))
+    seeds = [str(s) for s in results["config"]["seeds"] if str(s) in probe["seeds"]]
+    if not seeds:
+        return []
+    rows = [["seed", "tokens (HT / rejected HS)", "HT: gradient norm of JS(s, T)", "HT: of KL(s ‖ T)",
+             "rejected HS: Δ log s(y), HS term (S_p)", "same term to T", "vanilla sampled term to T"]]
+    for k in seeds:
+        r = probe["seeds"][k]
+        c, g, d = r["counts"], r["ht_grad_norm"], r["rejected_hs_dlogp"]
+        rows.append([k, f"{c['tokens']} ({c['ht']} / {c['hs_rejected']})", f"{g['js']['mean']:.3f}",
+                     f"{g['rkl']['mean']:.3f}", f"{d['hs_term_to_priv']['mean']:+.3f}",
+                     f"{d['same_term_to_teacher']['mean']:+.3f}", f"{d['vanilla_sampled_to_teacher']['mean']:+.3f}"])
+    return ["### Per-token gradients at the start (`gradient_probe.py`)", "",
+            f"`{probe['command']}`: the trainer runs {probe['steps']} DOPD steps at lr 0 from each seed's start "
+            "(the student does not move; each step rolls out new answers) and each token's gradient is taken wrt its "
+            "student logits. Means over tokens. HT: the L2 norm of the gradient of each full-vocabulary divergence "
+            "to the teacher on the tokens DOPD routes to HT. Rejected HS tokens (q_T < 0.1, not the teacher's top "
+            "choice): the first-order change of log s(y) per unit gradient-descent step (< 0: lowered) under the "
+            "paper's HS term (0.6 × top-K reverse KL to S_p), the same term to the teacher, and vanilla OPD's "
+            "sampled-token term to the teacher. Numbers: `benchmarks/results/testbed_gradient_probe.json`.", "",
+            markdown_table(rows), ""]
 
 
 def write_confirm_section(results: dict[str, Any], report_dir: str | Path, command: str) -> dict[str, str]:
