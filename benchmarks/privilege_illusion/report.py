@@ -738,13 +738,18 @@ def confirm_lines(results: dict[str, Any], base: str = "dopd") -> list[str]:
         vs_start = [a - st for a, st, _ in pairs]
         m, lo, hi = t_interval(vs_start)
         above = sum(v > 0 for v in vs_start)
-        text = (f"- `{name}`: {100 * m:+.1f} points vs the start [95% CI {100 * lo:+.1f}, {100 * hi:+.1f}], above it "
+
+        def interval(lo: float, hi: float) -> str:
+            return f" [95% CI {100 * lo:+.1f}, {100 * hi:+.1f}]" if not math.isnan(lo) else " (one seed: no interval)"
+
+        text = (f"- `{name}`: {100 * m:+.1f} points vs the start{interval(lo, hi)}, above it "
                 f"in {above} of {len(pairs)} seeds")
         if name != base and all(b is not None for _, _, b in pairs):
             d = [a - b for a, _, b in pairs]
             dm, dlo, dhi = t_interval(d)
-            sep = ("the interval excludes 0" if (dlo > 0 or dhi < 0) else "the interval includes 0")
-            text += (f"; vs `{base}` {100 * dm:+.1f} [{100 * dlo:+.1f}, {100 * dhi:+.1f}] ({sep}; higher in "
+            sep = ("" if math.isnan(dlo) else
+                   "the interval excludes 0; " if (dlo > 0 or dhi < 0) else "the interval includes 0; ")
+            text += (f"; vs `{base}` {100 * dm:+.1f}{interval(dlo, dhi)} ({sep}higher in "
                      f"{sum(v > 0 for v in d)} of {len(d)} seeds)")
         lines.append(text + ".")
     return lines
@@ -761,9 +766,9 @@ def confirm_section(results: dict[str, Any], png_name: str, command: str) -> str
                f"{', '.join(str(s) for s in cfg['seeds'])}, which no hypothesis was drawn from (the hypotheses of "
                "docs/objective.md, 'When DOPD hurts, and why', came from seeds 0-2 of the default text page). "
                if cfg.get("task", "text") == "text" else
-               "This page's task, models, seeds and settings (lr "
-               f"{cfg['distill_lr']:g}, as above), with the methods of the text testbed's mechanism check; no "
-               "hypothesis was drawn from this task. ")
+               "This page's task, models and settings (lr "
+               f"{cfg['distill_lr']:g}, as above) on seed(s) {', '.join(str(s) for s in cfg['seeds'])}, with the "
+               "methods of the text testbed's mechanism check; no hypothesis was drawn from this task. ")
     parts = [CONFIRM_START, "", "## Mechanism check (issue 24)", "",
              "```bash", command, "```", "",
              f"{'**Quick mode: a pipeline check, the numbers mean nothing.** ' if cfg['quick'] else ''}"
@@ -786,9 +791,10 @@ def confirm_section(results: dict[str, Any], png_name: str, command: str) -> str
                   ""]
     parts += ["### Premises", "", *premise_checks(results), "",
               "### Held-out accuracy", "", markdown_table(per_seed_table(results)), "",
-              "Intervals: Student t over the seeds (3 seeds: mean ± 4.30 × std / √3); the paired column compares each "
-              "method with DOPD on the same seed (same teacher, start and data). One held-out accuracy of 200 "
-              "questions has a binomial 95% interval of about ±6-7 points by itself.", "",
+              f"Intervals: Student t over the {len(cfg['seeds'])} seed(s) (none with one seed); the paired column "
+              "compares each method with DOPD on the same seed (same teacher, start and data). One held-out accuracy "
+              f"of {cfg['num_eval']} questions has a binomial 95% interval of about "
+              f"±{100 * 1.96 * math.sqrt(0.25 / max(cfg['num_eval'], 1)):.0f} points at most by itself.", "",
               markdown_table(acc_rows), "",
               "### What came out (computed from the numbers)", "", *confirm_lines(results),
               *constant_answer_lines(results), "",
