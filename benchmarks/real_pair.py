@@ -42,6 +42,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 logger = logging.getLogger("dopd.real_pair")
 REAL_DIR = Path(os.path.expanduser("~/.cache/dopd-real"))
 RESULTS = REPO / "benchmarks" / "results" / "real_pair.jsonl"
+PREDICTIONS = REPO / "benchmarks" / "results" / "real_pair_predictions"
 
 # How p is written into the privileged view (data arg `hint_template`), candidates measured on the validation split.
 # Both append the hint after the question and ask for nothing else: an answer-format instruction after the hint made
@@ -59,6 +60,12 @@ METHODS = {
     "vanilla_opd_priv": ("vanilla_opd", {"teacher_sees_privileged": True, "prune_mode": "top", "prune_fraction": 0.0},
                          "vanilla OPD, teacher with p"),
     "dopd": ("dopd", {}, "DOPD"),
+    # the mechanism check of issue 24 (each a config key or a preset); the privileged student is scored in the
+    # vanilla run for the diagnostics only, as in vanilla_opd_priv
+    "dopd_veto": ("dopd", {"teacher_veto": True}, "DOPD + teacher veto"),
+    "vanilla_opd_priv_full_rkl": ("vanilla_opd_full_rkl", {"teacher_sees_privileged": True, "prune_mode": "top",
+                                                           "prune_fraction": 0.0},
+                                  "vanilla OPD, teacher with p, full-vocabulary reverse KL"),
 }
 STAGES = ("template", "reference", *METHODS)
 
@@ -324,6 +331,11 @@ def run_method(cfg: RealPairConfig, method: str, template: str) -> dict[str, Any
     eval_s = sum(p["seconds"] or 0.0 for p in curve)
     for path in Path(out).glob("*.safetensors"):  # only the numbers are kept
         path.unlink()
+    if not cfg.quick:  # a copy of the held-out answers beside the records (the work folder is not committed)
+        keep = PREDICTIONS / f"{method}-lr{cfg.lr:g}"
+        for path in Path(out, "eval_predictions").glob("step-*.jsonl"):
+            PREDICTIONS.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, f"{keep}-{path.stem}.jsonl")
     steps_done = max((r["step"] for r in train_log), default=0)
     # a run stopped before its last step (SIGTERM / Ctrl-C end training gracefully) is kept, but not as a result
     part = "method" if steps_done >= cfg.steps else "stopped"

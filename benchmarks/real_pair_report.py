@@ -15,8 +15,10 @@ REGIMES = ("HT", "HS", "LH", "LL", "all")
 DIAG = ("teacher_rejected_frac", "priv_top_differs_frac", "priv_logp_gain", "grad_agrees_teacher_frac",
         "rejected_raised_frac")
 METHOD_LABELS = {"vanilla_opd": "vanilla OPD, teacher without p", "vanilla_opd_priv": "vanilla OPD, teacher with p",
-                 "dopd": "DOPD"}
-STAGES = ("template", "reference", "vanilla_opd", "vanilla_opd_priv", "dopd")
+                 "dopd": "DOPD", "dopd_veto": "DOPD + teacher veto",
+                 "vanilla_opd_priv_full_rkl": "vanilla OPD, teacher with p, full reverse KL"}
+STAGES = ("template", "reference", *METHOD_LABELS)
+PREDICTIONS = Path(__file__).resolve().parent / "results" / "real_pair_predictions"
 
 
 NOTES = """- Precision: both models run in float32. On this machine (2 AVX2 cores, no bf16 instructions) a forward pass of
@@ -177,6 +179,55 @@ def _probe_section(probe: dict[str, Any]) -> list[str]:
         "gradient's scale.", "", table(rows), "",
         f"Suggested learning rate (largest full-KL decrease after one AdamW step, a rule on this training batch "
         f"only): {probe['suggested_lr']} ({probe['finished']}).", ""]
+
+
+def python_answers(method: str, run: dict[str, Any], predictions_dir: Path = PREDICTIONS
+                   ) -> Optional[tuple[int, int]]:
+    """(answers holding a Python block, answers) in the run's last held-out evaluation, from the kept copy of its
+    answers (`<method>-lr<lr>-step<N>.jsonl`); None when no copy is kept. "Holds a Python block": contains
+    "```python"."""
+    if not run.get("curve"):
+        return None
+    path = predictions_dir / f"{method}-lr{run['config']['lr']:g}-step{run['curve'][-1]['step']}.jsonl"
+    if not path.is_file():
+        return None
+    import json
+
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return sum("```python" in str(r["predictions"][0]) for r in rows), len(rows)
+
+
+def first_tokens_cells(run: dict[str, Any]) -> list[str]:
+    """Per regime, the share of the first three tokens of each training rollout routed there (mean over steps of
+    `dopd/<R>/first3_frac`); "–" when the run did not log it."""
+    log = run.get("log", [])
+    cells = []
+    for regime in REGIMES[:4]:
+        vals = [r[f"dopd/{regime}/first3_frac"] for r in log if f"dopd/{regime}/first3_frac" in r]
+        cells.append(f"{100 * statistics.fmean(vals):.0f}%" if vals else "–")
+    return cells
+
+
+def mechanism_section(runs: list[tuple[str, dict[str, Any]]], predictions_dir: Path = PREDICTIONS) -> list[str]:
+    """The runs at 3e-6 side by side: accuracy, answers with a Python block, the regimes of the first answer tokens."""
+    rows = [["run (lr 3e-6, step 8)", "accuracy % [95% CI]", "answers with a Python block",
+             *[f"first 3 tokens in {r}" for r in REGIMES[:4]]]]
+    for name, run in runs:
+        if float(run["config"]["lr"]) != 3e-6 or not run.get("curve"):
+            continue
+        final = run["curve"][-1]
+        n = int(final.get("n") or 0)
+        counted = python_answers(name, run, predictions_dir)
+        rows.append([f"{METHOD_LABELS[name]} (`{name}`)", acc_cell(round(final["accuracy"] * n), n),
+                     f"{counted[0]} of {counted[1]}" if counted else "–", *first_tokens_cells(run)])
+    if len(rows) == 1:
+        return []
+    return ["## Mechanism check (issue 24)", "",
+            "The runs at lr 3e-6 side by side. \"Answers with a Python block\": held-out answers (last evaluation) "
+            "containing \"```python\", counted in the kept answers (`benchmarks/results/real_pair_predictions/`). "
+            "\"First 3 tokens in R\": the share of the first three tokens of each training rollout that the routing "
+            "put in regime R (`dopd/<R>/first3_frac`, mean over the 8 steps; with the veto, after it); \"–\" for runs "
+            "made before the metric existed or that score no privileged policy.", "", table(rows), ""]
 
 
 def _diag_table(run: dict[str, Any]) -> Optional[str]:
@@ -346,6 +397,7 @@ def write_page(records: list[dict[str, Any]], report_dir: Any, quick: bool = Fal
                   "`vanilla_opd` (teacher without p) scores no privileged policy, so it has none. For "
                   "`vanilla_opd_priv` the privileged student is scored only to log these (`prune_mode: top` with "
                   "`prune_fraction: 0` drops nothing); its loss is unchanged.", "", *diag_parts]
+    lines += mechanism_section(runs)
     if probe:
         lines += _probe_section(probe)
     lines += ["## Notes", "", NOTES, ""]

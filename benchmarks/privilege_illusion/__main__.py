@@ -15,13 +15,17 @@ import logging
 import shlex
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
-from .pipeline import METHODS, TestbedConfig, premise_config, quick_config, run_all, vlm_config
-from .report import accuracy_table, write_page, write_premise_section
+from .pipeline import (CONFIRM_METHODS, METHODS, TestbedConfig, confirm_config, premise_config, quick_config, run_all,
+                       vlm_config)
+from .report import (accuracy_table, compact_results, write_confirm_section, write_page,
+                     write_premise_section)
 from .sft_probe import RESULTS as SFT_PROBE_RESULTS
 
 REPO = Path(__file__).resolve().parents[2]
+CONFIRM_RESULTS = REPO / "benchmarks" / "results" / "testbed_confirm.json"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -29,9 +33,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", choices=("text", "vlm"), default="text",
                    help="text: three-digit addition with a hint (default); vlm: shape images with a labelled box")
-    p.add_argument("--variant", choices=("default", "premise"), default="default",
+    p.add_argument("--variant", choices=("default", "premise", "confirm"), default="default",
                    help="premise: a teacher trained on x and x+p, the distillation lr chosen on a validation split "
-                        "(text task; its own section at the end of docs/testbed.md; work files saves/testbed_premise)")
+                        "(text task; its own section at the end of docs/testbed.md; work files saves/testbed_premise); "
+                        "confirm: the premise variant on fresh seeds 3, 4, 5 with the mechanism-check methods of "
+                        "issue 24 (its own section; work files saves/testbed_confirm; numbers also in "
+                        "benchmarks/results/testbed_confirm.json); with --task vlm: the VLM page's configuration and "
+                        "seeds with those methods (a section of docs/testbed_vlm.md)")
     p.add_argument("--quick", action="store_true", help="pipeline check (< 2 min): tiny data, 1 seed, 1-2 steps")
     p.add_argument("--out", default=None, help="work folder (data, runs, results.json); default saves/testbed, "
                                                "or a temp folder with --quick")
@@ -50,13 +58,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def build_config(args: argparse.Namespace) -> TestbedConfig:
     work = "testbed" if args.task == "text" else f"testbed_{args.task}"
-    if args.variant == "premise":
-        if args.task != "text":
-            raise SystemExit("--variant premise is implemented for the text task")
-        work = "testbed_premise"
+    if args.variant == "premise" and args.task != "text":
+        raise SystemExit("--variant premise is implemented for the text task")
+    if args.variant != "default":
+        work = f"testbed_{args.variant}" + ("" if args.task == "text" else f"_{args.task}")
     out = args.out or (tempfile.mkdtemp(prefix=f"{work}_quick_") if args.quick else str(REPO / "saves" / work))
     if args.variant == "premise":
         cfg = premise_config(out, quick=args.quick)
+    elif args.variant == "confirm" and args.task == "vlm":
+        # the VLM page's own configuration and seeds (no hypothesis was drawn from this task), the confirmation's
+        # methods
+        base = quick_config(out, "vlm") if args.quick else vlm_config(out)
+        cfg = replace(base, variant="confirm", methods=CONFIRM_METHODS)
+    elif args.variant == "confirm":
+        cfg = confirm_config(out, quick=args.quick)
     elif args.quick:
         cfg = quick_config(out, args.task)
     else:
@@ -93,7 +108,13 @@ def main(argv: list[str] | None = None) -> int:
         results["command"] = command
         (out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
     report_dir = Path(args.report_dir) if args.report_dir else (out / "report" if cfg.quick else REPO / "docs")
-    if args.variant == "premise":
+    if args.variant == "confirm":
+        if not cfg.quick and not args.report_only:
+            keep = (CONFIRM_RESULTS if args.task == "text"
+                    else CONFIRM_RESULTS.with_name(f"testbed_confirm_{args.task}.json"))
+            keep.write_text(json.dumps(compact_results(results), indent=1), encoding="utf-8")
+        paths = write_confirm_section(results, report_dir, command)
+    elif args.variant == "premise":
         probe_rows = None
         if not cfg.quick and SFT_PROBE_RESULTS.is_file():
             probe_rows = [json.loads(line) for line in SFT_PROBE_RESULTS.read_text(encoding="utf-8").splitlines()

@@ -50,7 +50,18 @@ METHODS: tuple[Method, ...] = (
            "vanilla OPD (T with p), drop bottom 20% by A"),
     Method("probe_random", "vanilla_opd", (("teacher_sees_privileged", True), ("prune_mode", "random")),
            "vanilla OPD (T with p), drop random 20%"),
+    # the mechanism check (issue 24, `--variant confirm`): each a preset or a config key, nothing else changed
+    Method("vanilla_opd_priv_full_rkl", "vanilla_opd_full_rkl", (("teacher_sees_privileged", True),),
+           "vanilla OPD, teacher with p, full-vocabulary reverse KL"),
+    Method("dopd_veto", "dopd", (("teacher_veto", True),), "DOPD + teacher veto"),
+    Method("dopd_top1", "dopd", (("routing_statistic", "top1"),), "DOPD, regimes from top-1 probabilities"),
+    Method("dopd_hs_teacher", "dopd_hs_teacher", (), "DOPD with HS's target = the teacher"),
 )
+# the default page's methods (the first eight); the confirmation's, fixed before any of its runs (issue 24)
+DEFAULT_METHODS = tuple(m.name for m in METHODS[:8])
+CONFIRM_METHODS = ("vanilla_opd_priv", "vanilla_opd_priv_full_rkl", "dopd", "dopd_veto", "dopd_top1",
+                   "dopd_hs_teacher")
+CONFIRM_SEEDS = (3, 4, 5)
 
 
 @dataclass
@@ -83,7 +94,7 @@ class TestbedConfig:
     max_new_tokens: int = 24
     eval_every: int = 20
     eval_batch: int = 100
-    methods: tuple[str, ...] = tuple(m.name for m in METHODS)
+    methods: tuple[str, ...] = DEFAULT_METHODS
     jobs: int = 3
     quick: bool = False
     extra: dict[str, Any] = field(default_factory=dict)  # more config keys for every distillation run
@@ -137,6 +148,15 @@ def premise_config(out_dir: str, quick: bool = False) -> TestbedConfig:
     sft_steps = dict(teacher_steps=2, student_priv_steps=1, student_steps=1) if quick else SFT_BUDGET_PREMISE
     return replace(base, variant="premise", teacher_data="mixed", num_val=8 if quick else 100,
                    lr_grid=(5e-5, 2e-4) if quick else LR_GRID_PREMISE, **sft_steps)
+
+
+def confirm_config(out_dir: str, quick: bool = False) -> TestbedConfig:
+    """The mechanism check of issue 24: the premise variant (same SFT budgets, lr grid and lr rule) on fresh seeds
+    (3, 4, 5; the hypotheses were drawn from seeds 0-2 of the default page), with the methods fixed before any run
+    (`CONFIRM_METHODS`; the start is the reference row)."""
+    base = premise_config(out_dir, quick=quick)
+    return replace(base, variant="confirm", seeds=base.seeds if quick else CONFIRM_SEEDS,
+                   methods=CONFIRM_METHODS)
 
 
 def vlm_config(out_dir: str) -> TestbedConfig:
@@ -440,6 +460,30 @@ def run_seed_entry(args: tuple[TestbedConfig, int, str]) -> dict[str, Any]:
     return run_seed(cfg, seed, data_dir)
 
 
+def prepare_seed_entry(args: tuple[TestbedConfig, int, str]) -> None:
+    """The teacher's and the student's SFT of one seed, as `run_seed` runs them (it skips them when done)."""
+    cfg, seed, data_dir = args
+    limit_threads()
+    from dopd.model.tiny import build_tiny_model
+
+    root = Path(cfg.out_dir, f"seed{seed}")
+    root.mkdir(parents=True, exist_ok=True)
+    teacher_init = build_tiny_model(cfg.family, root / "init_teacher", size=cfg.teacher_size, tokenizer="bpe",
+                                    seed=seed)
+    student_init = build_tiny_model(cfg.family, root / "init_student", size=cfg.student_size, tokenizer="bpe",
+                                    seed=seed + 1000)
+    fn, *rest = teacher_sft_args(cfg, data_dir, seed, str(teacher_init), root)
+    fn(*rest)
+    student_sft(cfg, data_dir, seed, str(student_init), root)
+
+
+def select_lr_entry(args: tuple[TestbedConfig, str]) -> dict[str, Any]:
+    cfg, data_dir = args
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    logger.setLevel(logging.INFO)
+    return select_lr(cfg, data_dir)
+
+
 def run_all(cfg: TestbedConfig) -> dict[str, Any]:
     """Write the task data, run every seed (in `cfg.jobs` processes), gather the results."""
     started = time.time()
@@ -460,7 +504,16 @@ def run_all(cfg: TestbedConfig) -> dict[str, Any]:
         if cfg.task != "text":
             raise ValueError("the lr search (premise variant) is implemented for the text task only")
         write_val_split(cfg, data_dir)
-        lr_selection = select_lr(cfg, data_dir)
+        if cfg.jobs > 1 and len(cfg.seeds) > 1:
+            # the other seeds' SFT runs (which `run_seed` then finds done) beside the lr search on the first seed
+            import multiprocessing as mp
+
+            with mp.get_context("spawn").Pool(min(cfg.jobs, len(cfg.seeds))) as pool:
+                pending = pool.apply_async(select_lr_entry, ((cfg, data_dir),))
+                pool.map(prepare_seed_entry, [(cfg, seed, data_dir) for seed in cfg.seeds[1:]])
+                lr_selection = pending.get()
+        else:
+            lr_selection = select_lr(cfg, data_dir)
         cfg = replace(cfg, distill_lr=lr_selection["chosen_lr"])
     jobs = [(cfg, seed, data_dir) for seed in cfg.seeds]
     if cfg.jobs > 1 and len(jobs) > 1:

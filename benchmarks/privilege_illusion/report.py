@@ -400,8 +400,7 @@ regimes are computed for the log although its loss ignores them).
                             "p = the labelled box of the queried object; `--task vlm`): [testbed_vlm.md](testbed_vlm.md)."
                             "\n\n## The task (text, generated on the fly)", 1)
     md = report_dir / md_name
-    if kind == "text":
-        page = keep_premise_section(md, page)
+    page = keep_premise_section(md, page)
     md.write_text(page, encoding="utf-8")
     return {"markdown": str(md), "curves": png}
 
@@ -669,11 +668,208 @@ def write_premise_section(results: dict[str, Any], report_dir: str | Path, comma
 
 
 def keep_premise_section(md: Path, new_page: str) -> str:
-    """The default page, regenerated, keeps the premise variant's section the old page held."""
+    """The default page, regenerated, keeps the premise variant's and the confirmation's sections the old page
+    held."""
     if not md.is_file():
         return new_page
     old = md.read_text(encoding="utf-8")
-    if PREMISE_START not in old or PREMISE_END not in old:
-        return new_page
-    section = PREMISE_START + old.split(PREMISE_START, 1)[1].split(PREMISE_END, 1)[0] + PREMISE_END
-    return new_page.rstrip("\n") + "\n\n" + section + "\n"
+    for start, end in ((PREMISE_START, PREMISE_END), (CONFIRM_START, CONFIRM_END)):
+        if start in old and end in old:
+            section = start + old.split(start, 1)[1].split(end, 1)[0] + end
+            new_page = new_page.rstrip("\n") + "\n\n" + section + "\n"
+    return new_page
+
+
+# ------------------------------------------------------------------------------------------------- confirmation
+CONFIRM_START = "<!-- confirm-variant:start (written by --variant confirm) -->"
+CONFIRM_END = "<!-- confirm-variant:end -->"
+_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+
+def t_interval(values: list[float]) -> tuple[float, float, float]:
+    """Mean and two-sided 95% Student-t interval over seeds (NaN bounds with one value)."""
+    m, s = mean_std(values)
+    n = len(values)
+    if n < 2:
+        return m, float("nan"), float("nan")
+    half = _T975.get(n - 1, 1.96) * s / math.sqrt(n)
+    return m, m - half, m + half
+
+
+def _ci(values: list[float]) -> str:
+    m, lo, hi = t_interval(values)
+    if math.isnan(m):
+        return "–"
+    return f"{100 * m:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]" if not math.isnan(lo) else f"{100 * m:.1f}"
+
+
+def per_seed_table(results: dict[str, Any], base: str = "dopd") -> list[list[str]]:
+    """Final held-out accuracy per seed, the seed mean with its 95% t-interval, and the paired difference from
+    `base` (same seed, same start) with its interval."""
+    seeds = results["seeds"]
+    labels = _method_labels()
+    rows = [["run", *[f"seed {s['seed']}" for s in seeds], "mean [95% CI over seeds]",
+             f"minus `{base}`, paired [95% CI] (pts)"]]
+    starts = [s["reference"]["student_before"]["accuracy"] for s in seeds]
+    base_acc = {s["seed"]: s["methods"][base]["final"]["accuracy"] for s in seeds if base in s["methods"]}
+    rows.append(["start (no distillation)", *[f"{100 * a:.1f}" for a in starts], _ci(starts),
+                 _ci([a - base_acc[s["seed"]] for s, a in zip(seeds, starts) if s["seed"] in base_acc])])
+    for name in results["config"]["methods"]:
+        accs = [s["methods"][name]["final"]["accuracy"] if name in s["methods"] else None for s in seeds]
+        done = [a for a in accs if a is not None]
+        if not done:
+            continue
+        diffs = [a - base_acc[s["seed"]] for s, a in zip(seeds, accs) if a is not None and s["seed"] in base_acc]
+        rows.append([f"{labels.get(name, name)} (`{name}`)", *["–" if a is None else f"{100 * a:.1f}" for a in accs],
+                     _ci(done), "" if name == base else _ci(diffs)])
+    return rows
+
+
+def confirm_lines(results: dict[str, Any], base: str = "dopd") -> list[str]:
+    """Sentences computed from the numbers: each method against the start and against `base`, paired by seed."""
+    seeds = results["seeds"]
+    lines = []
+    for name in results["config"]["methods"]:
+        pairs = [(s["methods"][name]["final"]["accuracy"], s["reference"]["student_before"]["accuracy"],
+                  s["methods"][base]["final"]["accuracy"] if base in s["methods"] else None)
+                 for s in seeds if name in s["methods"]]
+        if not pairs:
+            continue
+        vs_start = [a - st for a, st, _ in pairs]
+        m, lo, hi = t_interval(vs_start)
+        above = sum(v > 0 for v in vs_start)
+
+        def interval(lo: float, hi: float) -> str:
+            return f" [95% CI {100 * lo:+.1f}, {100 * hi:+.1f}]" if not math.isnan(lo) else " (one seed: no interval)"
+
+        text = (f"- `{name}`: {100 * m:+.1f} points vs the start{interval(lo, hi)}, above it "
+                f"in {above} of {len(pairs)} seeds")
+        if name != base and all(b is not None for _, _, b in pairs):
+            d = [a - b for a, _, b in pairs]
+            dm, dlo, dhi = t_interval(d)
+            sep = ("" if math.isnan(dlo) else
+                   "the interval excludes 0; " if (dlo > 0 or dhi < 0) else "the interval includes 0; ")
+            text += (f"; vs `{base}` {100 * dm:+.1f}{interval(dlo, dhi)} ({sep}higher in "
+                     f"{sum(v > 0 for v in d)} of {len(d)} seeds)")
+        lines.append(text + ".")
+    return lines
+
+
+def confirm_section(results: dict[str, Any], png_name: str, command: str) -> str:
+    cfg = results["config"]
+    sel = results.get("lr_selection")
+    acc_rows = accuracy_table(results)
+    if cfg.get("teacher_data") == "mixed":
+        acc_rows = [[c.replace("teacher (SFT on x+p)", "teacher (SFT on x and x+p)") for c in row] for row in acc_rows]
+    dopd_like = tuple(n for n in cfg["methods"] if n.startswith("dopd"))
+    setting = ("The premise variant above (same task, SFT budgets, lr grid and lr rule) on seeds "
+               f"{', '.join(str(s) for s in cfg['seeds'])}, which no hypothesis was drawn from (the hypotheses of "
+               "docs/objective.md, 'When DOPD hurts, and why', came from seeds 0-2 of the default text page). "
+               if cfg.get("task", "text") == "text" else
+               "This page's task, models and settings (lr "
+               f"{cfg['distill_lr']:g}, as above) on seed(s) {', '.join(str(s) for s in cfg['seeds'])}, with the "
+               "methods of the text testbed's mechanism check; no hypothesis was drawn from this task. ")
+    parts = [CONFIRM_START, "", "## Mechanism check (issue 24)", "",
+             "```bash", command, "```", "",
+             f"{'**Quick mode: a pipeline check, the numbers mean nothing.** ' if cfg['quick'] else ''}"
+             f"{setting}The methods "
+             "were fixed before any run: the start, vanilla OPD with the privileged teacher (sampled-token), the same "
+             "with the full-vocabulary reverse KL (`vanilla_opd_full_rkl`: separates the estimator from the routing), "
+             "DOPD, DOPD + `teacher_veto`, DOPD + `routing_statistic: top1`, and DOPD with HS's target the teacher "
+             "(`dopd_hs_teacher`). Each is a preset or a config key; everything else is the repo default. "
+             f"{cfg['distill_steps']} steps, {cfg['distill_batch']} prompts × {cfg['num_generations']} rollouts, "
+             f"held-out accuracy without p on {cfg['num_eval']} questions. Wall time "
+             f"{results['runtime_s'] / 60:.1f} min.", ""]
+    if sel:
+        parts += ["### Learning rate (validation split, as in the premise variant)", "",
+                  markdown_table([["lr", "validation accuracy without p (%)"]] + [
+                      ["start (no distillation)" if r["lr"] == 0 else f"{r['lr']:g}", f"{100 * r['accuracy']:.1f}"]
+                      for r in sel["rows"]]), "",
+                  f"`{sel['method']}` (teacher without p) on seed {sel['seed']}; chosen: {sel['chosen_lr']:g}"
+                  f"{grid_edge_note(sel)}, used for every method; the basic result on validation "
+                  f"{'is reached' if sel['improves_start_on_val'] else 'is NOT reached (no lr improved the start)'}.",
+                  ""]
+    parts += ["### Premises", "", *premise_checks(results), "",
+              "### Held-out accuracy", "", markdown_table(per_seed_table(results)), "",
+              f"Intervals: Student t over the {len(cfg['seeds'])} seed(s) (none with one seed); the paired column "
+              "compares each method with DOPD on the same seed (same teacher, start and data). One held-out accuracy "
+              f"of {cfg['num_eval']} questions has a binomial 95% interval of about "
+              f"±{100 * 1.96 * math.sqrt(0.25 / max(cfg['num_eval'], 1)):.0f} points at most by itself.", "",
+              markdown_table(acc_rows), "",
+              "### What came out (computed from the numbers)", "", *confirm_lines(results),
+              *constant_answer_lines(results), "",
+              "### Routing of the DOPD variants (mean over logged steps, mean ± std over seeds)", "",
+              markdown_table(regime_table(results, dopd_like)), ""]
+    diag = [(n, diagnostics_table(results, n)) for n in dopd_like]
+    diag = [(n, rows) for n, rows in diag if rows]
+    if diag:
+        parts += ["### Diagnostics (docs/objective.md): mean over logged steps, mean ± std over seeds", "",
+                  "Percentages except `priv_logp_gain` (nats).", ""]
+        for name, rows in diag:
+            parts += [f"`{name}`:", "", markdown_table(rows), ""]
+    parts += gradient_probe_part(results)
+    parts += [f"![mechanism check: accuracy and entropy]({png_name})", "", CONFIRM_END]
+    return "\n".join(parts)
+
+
+GRADIENT_PROBE = Path(__file__).resolve().parents[1] / "results" / "testbed_gradient_probe.json"
+
+
+def gradient_probe_part(results: dict[str, Any], path: Path = GRADIENT_PROBE) -> list[str]:
+    """The per-token gradient probe (`gradient_probe.py`) on this section's seeds, when its JSON holds them."""
+    import json
+
+    if not path.is_file() or results["config"].get("task", "text") != "text":
+        return []
+    probe = json.loads(path.read_text(encoding="utf-8"))
+    seeds = [str(s) for s in results["config"]["seeds"] if str(s) in probe["seeds"]]
+    if not seeds:
+        return []
+    rows = [["seed", "tokens (HT / rejected HS)", "HT: gradient norm of JS(s, T)", "HT: of KL(s ‖ T)",
+             "rejected HS: Δ log s(y), HS term (S_p)", "same term to T", "vanilla sampled term to T"]]
+    for k in seeds:
+        r = probe["seeds"][k]
+        c, g, d = r["counts"], r["ht_grad_norm"], r["rejected_hs_dlogp"]
+        rows.append([k, f"{c['tokens']} ({c['ht']} / {c['hs_rejected']})", f"{g['js']['mean']:.3f}",
+                     f"{g['rkl']['mean']:.3f}", f"{d['hs_term_to_priv']['mean']:+.3f}",
+                     f"{d['same_term_to_teacher']['mean']:+.3f}", f"{d['vanilla_sampled_to_teacher']['mean']:+.3f}"])
+    return ["### Per-token gradients at the start (`gradient_probe.py`)", "",
+            f"`{probe['command']}`: the trainer runs {probe['steps']} DOPD steps at lr 0 from each seed's start "
+            "(the student does not move; each step rolls out new answers) and each token's gradient is taken wrt its "
+            "student logits. Means over tokens. HT: the L2 norm of the gradient of each full-vocabulary divergence "
+            "to the teacher on the tokens DOPD routes to HT. Rejected HS tokens (q_T < 0.1, not the teacher's top "
+            "choice): the first-order change of log s(y) per unit gradient-descent step (< 0: lowered) under the "
+            "paper's HS term (0.6 × top-K reverse KL to S_p), the same term to the teacher, and vanilla OPD's "
+            "sampled-token term to the teacher. Numbers: `benchmarks/results/testbed_gradient_probe.json`.", "",
+            markdown_table(rows), ""]
+
+
+def write_confirm_section(results: dict[str, Any], report_dir: str | Path, command: str) -> dict[str, str]:
+    """Write (or replace) the confirmation's section at the end of testbed.md in `report_dir`, and its PNG."""
+    report_dir = Path(report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    vlm = results["config"].get("task", "text") == "vlm"
+    png_name = "testbed_confirm_vlm_curves.png" if vlm else "testbed_confirm_curves.png"
+    png = plot_curves(results, report_dir / png_name)
+    md = report_dir / ("testbed_vlm.md" if vlm else "testbed.md")
+    page = md.read_text(encoding="utf-8") if md.is_file() else "# Privilege-illusion testbed\n"
+    section = confirm_section(results, Path(png).name, command)
+    if CONFIRM_START in page and CONFIRM_END in page:
+        head, rest = page.split(CONFIRM_START, 1)
+        page = head + section + rest.split(CONFIRM_END, 1)[1]
+    else:
+        page = page.rstrip("\n") + "\n\n" + section + "\n"
+    md.write_text(page, encoding="utf-8")
+    return {"markdown": str(md), "curves": png}
+
+
+def compact_results(results: dict[str, Any], keep_every: int = 10) -> dict[str, Any]:
+    """The results without most per-step logs (every `keep_every`-th logged step kept), for benchmarks/results."""
+    out = dict(results)
+    out["seeds"] = []
+    for s in results["seeds"]:
+        s = dict(s)
+        s["methods"] = {n: {**m, "log": [r for r in m["log"] if r.get("step", 0) % keep_every == 0]}
+                        for n, m in s["methods"].items()}
+        out["seeds"].append(s)
+    return out

@@ -80,10 +80,11 @@ def test_quick_runs_every_stage_into_tmp(tmp_path):
     for key in ("student/x", "student/x+p", "teacher/x", "teacher/x+p"):
         assert ("reference", key) in parts, key
     runs = {r["stage"]: r for r in records if r["part"] == "method"}
-    assert set(runs) == {"vanilla_opd", "vanilla_opd_priv", "dopd"}
+    assert set(runs) == {"vanilla_opd", "vanilla_opd_priv", "dopd", "dopd_veto", "vanilla_opd_priv_full_rkl"}
+    stages = {"dopd": "dopd", "dopd_veto": "dopd", "vanilla_opd_priv_full_rkl": "vanilla_opd_full_rkl"}
     for name, run in runs.items():
         assert [p["step"] for p in run["curve"]] == [1, 2], name  # held-out accuracy during training
-        assert run["config_keys"]["stage"] == ("dopd" if name == "dopd" else "vanilla_opd")
+        assert run["config_keys"]["stage"] == stages.get(name, "vanilla_opd")
         assert run["mean_step_s"] > 0
         # the held-out answers behind each curve point are kept (the trained weights are not)
         assert run["predictions"] == [f"runs/{name}-lr1e-05/eval_predictions/step-{s}.jsonl" for s in (1, 2)]
@@ -94,7 +95,11 @@ def test_quick_runs_every_stage_into_tmp(tmp_path):
     assert runs["vanilla_opd_priv"]["config_keys"]["teacher_sees_privileged"] is True
     # diagnostics: logged wherever both privileged policies are scored, absent for the teacher-without-p baseline
     has_diag = {name: any("dopd/HS/teacher_rejected_frac" in r for r in run["log"]) for name, run in runs.items()}
-    assert has_diag == {"vanilla_opd": False, "vanilla_opd_priv": True, "dopd": True}
+    assert has_diag == {"vanilla_opd": False, "vanilla_opd_priv": True, "dopd": True, "dopd_veto": True,
+                        "vanilla_opd_priv_full_rkl": True}
+    assert runs["dopd_veto"]["config_keys"]["teacher_veto"] is True
+    assert all(r.get("dopd/HS/teacher_rejected_frac", 0.0) == 0.0 for r in runs["dopd_veto"]["log"])
+    assert any("dopd/HS/first3_frac" in r for r in runs["dopd_veto"]["log"])  # the first answer tokens' regimes
     # vanilla OPD's sampled-token gradient follows its target (the teacher) on every token, by construction
     priv_log = [r for r in runs["vanilla_opd_priv"]["log"] if "dopd/all/grad_agrees_teacher_frac" in r]
     assert priv_log and all(r["dopd/all/grad_agrees_teacher_frac"] == 1.0 for r in priv_log)
@@ -102,9 +107,27 @@ def test_quick_runs_every_stage_into_tmp(tmp_path):
     page = (out / "report" / "real_pair.md").read_text()
     assert "Quick mode" in page and "## Diagnostics" in page
     assert "not run yet" not in page
-    for name in ("vanilla_opd", "vanilla_opd_priv", "dopd"):
+    for name in runs:
         assert f"(`{name}`), lr 1e-05, step 2" in page
     assert (out / "report" / "real_pair_curves.png").stat().st_size > 0
+
+
+def test_mechanism_section_counts_python_answers_and_first_token_regimes(tmp_path):
+    from benchmarks.real_pair_report import mechanism_section
+
+    answers = ["Let's use Python.\n```python\nprint(3)\n```", "The answer is 3.", "```python\nx = 1\n```"]
+    (tmp_path / "dopd_veto-lr3e-06-step8.jsonl").write_text(
+        "\n".join(json.dumps({"predictions": [a]}) for a in answers) + "\n")
+    log = [{"step": 1, "dopd/HT/first3_frac": 0.5, "dopd/HS/first3_frac": 0.0, "dopd/LH/first3_frac": 0.5,
+            "dopd/LL/first3_frac": 0.0},
+           {"step": 2, "dopd/HT/first3_frac": 0.25, "dopd/HS/first3_frac": 0.0, "dopd/LH/first3_frac": 0.75,
+            "dopd/LL/first3_frac": 0.0}]
+    run = {"config": {"lr": 3e-6}, "curve": [{"step": 8, "accuracy": 2 / 3, "n": 3}], "log": log}
+    other = {"config": {"lr": 1e-5}, "curve": [{"step": 8, "accuracy": 0.0, "n": 3}], "log": []}
+    lines = mechanism_section([("dopd_veto", run), ("dopd", other)], tmp_path)
+    row = next(line for line in lines if "`dopd_veto`" in line)
+    assert "| 2 of 3 | 38% | 0% | 62% | 0% |" in row
+    assert not any("`dopd`" in line for line in lines)  # only the runs at 3e-6
 
 
 def _with_stand_in_checkpoints(cfg, tmp_path):

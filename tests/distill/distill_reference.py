@@ -89,13 +89,15 @@ def regime(a, qs, qt, a_bar, qs_bar, qt_bar) -> str:
 
 def reference(
     student, priv, teacher, labels, table: dict, *, top_k=128, trim=0.05, temperature=1.0, aggregation="sequence",
-    support="student", renormalize=True, keep: Optional[list] = None,
+    support="student", renormalize=True, keep: Optional[list] = None, statistic="sampled", veto_prob=None,
 ):
     """Returns (loss, per_token [B][T], regimes [B][T] (None at ignored), thresholds (A, qS, qT) or None).
 
     student/priv/teacher: nested lists [B][T][V] (priv/teacher may be None when the table does not need them);
     table: regime -> list of (target, divergence, weight) with numeric weights; an unrouted table has the same
     entry under every regime. keep: optional [B][T] booleans (pruning): False tokens leave the loss.
+    statistic: "sampled" (q at the sampled token) or "top1" (each policy's largest probability) for the regimes;
+    veto_prob: if not None, a token with teacher q(y) < veto_prob whose y is not the teacher's argmax goes to HT.
     """
     B, T = len(labels), len(labels[0])
     valid = [(b, t) for b in range(B) for t in range(T) if labels[b][t] != -100]
@@ -104,13 +106,22 @@ def reference(
     thr = None
     if priv is not None and teacher is not None:
         V = len(student[0][0])  # wider (padded) target vocabularies are sliced to the student's
-        qs = {p: softmax(priv[p[0]][p[1]][:V])[labels[p[0]][p[1]]] for p in valid}
-        qt = {p: softmax(teacher[p[0]][p[1]][:V])[labels[p[0]][p[1]]] for p in valid}
+        def stat(logits, p):
+            probs = softmax(logits[p[0]][p[1]][:V])
+            return max(probs) if statistic == "top1" else probs[labels[p[0]][p[1]]]
+
+        qs = {p: stat(priv, p) for p in valid}
+        qt = {p: stat(teacher, p) for p in valid}
         gap = {p: abs(_log(qt[p]) - _log(qs[p])) for p in valid}
         thr = (trimmed_mean(list(gap.values()), trim), trimmed_mean(list(qs.values()), trim),
                trimmed_mean(list(qt.values()), trim))
         for p in valid:
             reg[p[0]][p[1]] = regime(gap[p], qs[p], qt[p], *thr)
+            if veto_prob is not None:
+                t_probs = softmax(teacher[p[0]][p[1]][:V])
+                y = labels[p[0]][p[1]]
+                if t_probs[y] < veto_prob and max(range(V), key=t_probs.__getitem__) != y:
+                    reg[p[0]][p[1]] = "HT"
     per_token = [[0.0] * T for _ in range(B)]
     for b, t in valid:
         if keep is not None and not keep[b][t]:

@@ -28,6 +28,10 @@ EXPECTED = {
                                "LL": [(S, "rkl_topk", BW)]},
     "ablate_full_vocab_everywhere": {"HT": [(T, "js", 1.0)], "HS": [(S, "rkl", BL)], "LH": [(T, "rkl", BL)],
                                      "LL": [(S, "rkl", BW)]},
+    "dopd_hs_teacher": {"HT": [(T, "js", 1.0)], "HS": [(T, "rkl_topk", BL)], "LH": [(T, "rkl_topk", BL)],
+                        "LL": [(S, "rkl_topk", BW)]},
+    "dopd_ht_rkl": {"HT": [(T, "rkl", 1.0)], "HS": [(S, "rkl_topk", BL)], "LH": [(T, "rkl_topk", BL)],
+                    "LL": [(S, "rkl_topk", BW)]},
 }
 NEEDS = {  # (needs_teacher, needs_privileged_student)
     "vanilla_opd": (True, False), "vanilla_opd_full_rkl": (True, False), "opsd": (False, True),

@@ -23,7 +23,8 @@ from torch import Tensor
 from .config import DOPDLossConfig
 from .diagnostics import DiagnosticsProbe
 from .outputs import DOPDLossOutput, check_labels, check_needed, scatter_outputs, valid_positions
-from .passes import HeadRows, RoutingPass, RowFn, diagnostics_of, loss_pass, routing_pass, start_routing
+from .passes import (HeadRows, RoutingPass, RowFn, diagnostics_of, loss_pass, plan_inputs, routing_pass,
+                     start_routing)
 from .plan import Plan, make_plan
 from .routing import Thresholds
 
@@ -268,8 +269,8 @@ def dopd_loss_from_hidden(
                               flat_idx, dense)
     chunk = max(1, chunk_size or n or 1)
     routing, probe = start_routing(targets, labels_v, chunk, routing)
-    log_q = (routing.log_q_s, routing.log_q_t) if routing is not None else (None, None)
-    plan = make_plan(config, labels_v, seq, B, *log_q, generator, thresholds, denominator)
+    stat_s, stat_t, veto = plan_inputs(routing, config)
+    plan = make_plan(config, labels_v, seq, B, stat_s, stat_t, generator, thresholds, denominator, veto=veto)
     h_s = _rows(student_hidden, flat_idx, dense)  # differentiable gather of the response rows
     run = _HiddenRun(n, plan, targets, config, chunk, vocab, probe)
     loss, per_tok, entropy = _FusedHiddenLoss.apply(h_s, w_s, b_s, run)

@@ -8,7 +8,7 @@ from typing import Any, Mapping, Optional
 import torch
 
 from .presets import WEIGHT_KEYS, RoutingTable, get_preset, is_routed, normalize_table
-from .routing import REGIMES, resolve_routing_scope
+from .routing import REGIMES, ROUTING_STATISTICS, resolve_routing_scope
 
 AGGREGATIONS = ("sequence", "token")
 PRUNE_MODES = (None, "top", "bottom", "random")
@@ -19,7 +19,10 @@ class DOPDLossConfig:
     """Configuration of `dopd_loss` / `dopd_loss_from_hidden`.
 
     `preset` names a routing table in `PRESETS`; `table` (regime -> terms, see `presets.normalize_table`)
-    overrides it when given.
+    overrides it when given. `routing_statistic` (`sampled`: q at the sampled token, the paper; `top1`: each
+    privileged policy's top-1 probability at the position) is what the regimes compare; `teacher_veto` routes every
+    token the teacher rejects (q_T < `teacher_veto_prob` at the sampled token and not its top choice) to HT whatever
+    the statistics say. Both change only which regime a token lands in, never a table.
     """
 
     top_k: int = 128
@@ -36,6 +39,9 @@ class DOPDLossConfig:
     prune_fraction: float = 0.2
     prune_seed: int = 0
     routing_scope: str = "local"
+    routing_statistic: str = "sampled"
+    teacher_veto: bool = False
+    teacher_veto_prob: float = 0.1
 
     def __post_init__(self) -> None:
         if self.top_k < 1:
@@ -54,6 +60,10 @@ class DOPDLossConfig:
             raise ValueError(f"prune_fraction must be in [0, 1), got {self.prune_fraction}")
         if self.routing_scope not in ("local", "global"):
             raise ValueError(f"routing_scope must be 'local' or 'global', got {self.routing_scope!r}")
+        if self.routing_statistic not in ROUTING_STATISTICS:
+            raise ValueError(f"routing_statistic must be one of {ROUTING_STATISTICS}, got {self.routing_statistic!r}")
+        if not 0.0 < self.teacher_veto_prob <= 1.0:
+            raise ValueError(f"teacher_veto_prob must be in (0, 1], got {self.teacher_veto_prob}")
         get_preset(self.preset)  # fail early on an unknown name
         if self.table is not None:
             self.table = normalize_table(self.table)
@@ -132,6 +142,9 @@ class DOPDLossConfig:
                 prune_mode=_none_if_off(distill_args.prune_mode),
                 prune_fraction=distill_args.prune_fraction,
                 prune_seed=getattr(distill_args, "prune_seed", 0),
+                routing_statistic=getattr(distill_args, "routing_statistic", "sampled"),
+                teacher_veto=bool(getattr(distill_args, "teacher_veto", False)),
+                teacher_veto_prob=getattr(distill_args, "teacher_veto_prob", 0.1),
                 routing_scope=resolve_routing_scope(getattr(distill_args, "routing_scope", "micro_batch"),
                                                     getattr(distill_args, "routing_across_ranks", False))[1],
             )

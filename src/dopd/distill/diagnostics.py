@@ -27,7 +27,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .routing import REGIMES
+from .routing import REGIMES, teacher_rejects
 
 REJECT_PROB = 0.1
 DIAG_STATS = (
@@ -78,7 +78,7 @@ def diagnostic_metrics(
     1), whether each target's argmax is y, and `logp_step_direction` (None: no gradient was taken). One device sync."""
     n = regimes.numel()
     device = regimes.device
-    rejected = (log_q_t.float().exp() < REJECT_PROB) & ~teacher_top_is_label.bool()
+    rejected = teacher_rejects(log_q_t, teacher_top_is_label, REJECT_PROB)
     differs = ~priv_top_is_label.bool()
     gain = (log_q_s.float() - log_s.float())
     ones = torch.ones(n, dtype=torch.float32, device=device)

@@ -29,7 +29,7 @@ from torch import Tensor
 from .config import DOPDLossConfig
 from .diagnostics import DiagnosticsProbe
 from .outputs import IGNORE_INDEX, DOPDLossOutput, check_labels, check_needed, scatter_outputs, valid_positions
-from .passes import RoutingPass, RowFn, diagnostics_of, loss_pass, start_routing
+from .passes import RoutingPass, RowFn, diagnostics_of, loss_pass, plan_inputs, start_routing
 from .plan import Plan, make_plan
 from .routing import Thresholds
 
@@ -158,8 +158,8 @@ def dopd_loss(
     }
     chunk = max(1, chunk_size or n or 1)
     routing, probe = start_routing(targets, labels_v, chunk, routing)
-    log_q = (routing.log_q_s, routing.log_q_t) if routing is not None else (None, None)
-    plan = make_plan(config, labels_v, seq, B, *log_q, generator, thresholds, denominator)
+    stat_s, stat_t, veto = plan_inputs(routing, config)
+    plan = make_plan(config, labels_v, seq, B, stat_s, stat_t, generator, thresholds, denominator, veto=veto)
     run = _LogitsRun(n, dense, flat_idx, plan, targets, config, chunk, probe)
     loss, per_tok, entropy = _FusedLogitsLoss.apply(student_logits, run)
     out = scatter_outputs((B, T), flat_idx, plan, per_tok, entropy, loss, config)

@@ -13,6 +13,7 @@ from .plan import Plan
 from .routing import IGNORED, REGIMES
 
 IGNORE_INDEX = -100
+FIRST_TOKENS = 3  # `<R>/first3_frac`: the regimes of each sequence's first response tokens (where style is set)
 
 
 @dataclass
@@ -68,12 +69,17 @@ def scatter_outputs(
     mask.index_copy_(0, flat_idx, plan.keep)
     gap = torch.zeros(numel, dtype=torch.float32, device=device)
     gap.index_copy_(0, flat_idx, plan.gap)
-    metrics = compute_metrics(plan, per_tok.detach(), entropy, config)
+    seq = flat_idx // shape[1]
+    counts = torch.zeros(shape[0], dtype=torch.long, device=device).index_add_(0, seq, torch.ones_like(seq))
+    rank = torch.arange(flat_idx.numel(), device=device) - (counts.cumsum(0) - counts)[seq]
+    metrics = compute_metrics(plan, per_tok.detach(), entropy, config, first=rank < FIRST_TOKENS)
     return DOPDLossOutput(loss, per_token, regimes.view(shape), metrics, mask.view(shape), gap.view(shape))
 
 
-def compute_metrics(plan: Plan, per_tok: Tensor, entropy: Tensor, config: DOPDLossConfig) -> dict[str, float]:
-    """Per regime: token fraction, mean gap, mean loss; student entropy; thresholds. One device sync."""
+def compute_metrics(plan: Plan, per_tok: Tensor, entropy: Tensor, config: DOPDLossConfig,
+                    first: Optional[Tensor] = None) -> dict[str, float]:
+    """Per regime: token fraction, mean gap, mean loss, and (`first`: [N] bool, each sequence's first response
+    tokens) the share of those first tokens in the regime; student entropy; thresholds. One device sync."""
     n = per_tok.numel()
     nan = float("nan")
     onehot = torch.zeros(n, len(REGIMES), dtype=torch.float32, device=per_tok.device)
@@ -81,15 +87,19 @@ def compute_metrics(plan: Plan, per_tok: Tensor, entropy: Tensor, config: DOPDLo
     if bool(routed_rows.any()):
         onehot[routed_rows] = torch.nn.functional.one_hot(plan.regimes[routed_rows], len(REGIMES)).float()
     in_loss = onehot * plan.keep.float().unsqueeze(1)
+    firstf = first.float() if first is not None else torch.zeros(n, dtype=torch.float32, device=per_tok.device)
     stats = torch.stack([
-        onehot.sum(0), plan.gap @ onehot, in_loss.sum(0), per_tok @ in_loss,
+        onehot.sum(0), plan.gap @ onehot, in_loss.sum(0), per_tok @ in_loss, firstf @ onehot,
     ]).tolist()
-    counts, gap_sums, loss_counts, loss_sums = stats
+    counts, gap_sums, loss_counts, loss_sums, first_counts = stats
+    num_first = sum(first_counts)
     metrics: dict[str, float] = {"num_tokens": float(n)}
     for i, name in enumerate(REGIMES):
         metrics[f"{name}/token_frac"] = counts[i] / n if (n and plan.has_gap) else nan
         metrics[f"{name}/mean_gap"] = gap_sums[i] / counts[i] if counts[i] else nan
         metrics[f"{name}/mean_loss"] = loss_sums[i] / loss_counts[i] if loss_counts[i] else nan
+        routed_first = num_first and plan.has_gap
+        metrics[f"{name}/first{FIRST_TOKENS}_frac"] = first_counts[i] / num_first if routed_first else nan
     metrics["student_entropy"] = float(entropy.mean()) if n else nan
     thr = plan.thresholds
     metrics["threshold/gap"] = thr.gap if thr else nan

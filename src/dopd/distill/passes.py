@@ -1,7 +1,8 @@
 """The objective's two passes over the valid (response) tokens, chunk by chunk of rows.
 
-1. `routing_pass` (no grad): log q_S and log q_T of the sampled tokens at temperature 1, and whether each is the
-   target's top choice (for the diagnostics). Its result can be computed once and handed to the loss (the trainer
+1. `routing_pass` (no grad): log q_S and log q_T of the sampled tokens at temperature 1, whether each is the
+   target's top choice (the diagnostics, the teacher veto), and each target's top-1 log-probability (the `top1`
+   routing statistic), all from the same logit rows. Its result can be computed once and handed to the loss (the trainer
    does so when it routes over the optimizer step).
 2. `loss_pass`: per chunk, the student's log-probabilities, and for each (target, divergence) term of the routing
    table the divergence on only the rows whose regime uses it (targets evaluated on those rows only); the gradient
@@ -21,6 +22,7 @@ from .config import DOPDLossConfig
 from .diagnostics import DiagnosticsProbe
 from .divergences import FULL_FUNCTIONS, LOG_FLOOR, divergence, log_probs, renormalized, row_blocks
 from .plan import Plan
+from .routing import teacher_rejects
 
 # rows of the valid-token list (a slice, or an index tensor) -> target logits [n, V] (no grad)
 RowFn = Callable[[Union[slice, Tensor]], Tensor]
@@ -58,13 +60,25 @@ class HeadRows:
 # ---------------------------------------------------------------------------------------------- pass 1
 @dataclass
 class RoutingPass:
-    """Pass 1 over N valid tokens: log q_S and log q_T of the sampled tokens (temperature 1, float32 [N]), and
-    whether each sampled token is the privileged student's / the teacher's top choice ([N] bool)."""
+    """Pass 1 over N valid tokens: log q_S and log q_T of the sampled tokens (temperature 1, float32 [N]), whether
+    each sampled token is the privileged student's / the teacher's top choice ([N] bool), and each one's top-1
+    log-probability max_v log S(v | x, p, y<n), max_v log T(v | x, p, y<n) (float32 [N])."""
 
     log_q_s: Tensor
     log_q_t: Tensor
     priv_top_is_label: Tensor
     teacher_top_is_label: Tensor
+    log_top_s: Tensor
+    log_top_t: Tensor
+
+    def statistics(self, kind: str = "sampled") -> tuple[Tensor, Tensor]:
+        """The (privileged student's, teacher's) log-probabilities the regimes compare: at the sampled token
+        (`sampled`, the paper) or each policy's top-1 (`top1`)."""
+        if kind == "sampled":
+            return self.log_q_s, self.log_q_t
+        if kind == "top1":
+            return self.log_top_s, self.log_top_t
+        raise ValueError(f"routing_statistic must be sampled | top1, got {kind!r}")
 
     def check_matches(self, labels_v: Tensor) -> None:
         if self.log_q_s.numel() != labels_v.numel() or self.log_q_t.numel() != labels_v.numel():
@@ -75,19 +89,22 @@ class RoutingPass:
 
 
 @torch.no_grad()
-def sampled_logprobs(row_fn: RowFn, labels: Tensor, chunk: int) -> tuple[Tensor, Tensor]:
-    """(log p(labels) at temperature 1, float32 and floored like `log_probs`; whether each label is the argmax),
-    computed chunk by chunk."""
+def sampled_logprobs(row_fn: RowFn, labels: Tensor, chunk: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(log p(labels) at temperature 1, float32 and floored like `log_probs`; whether each label is the argmax;
+    the top-1 log-probability max_v log p(v), floored alike), computed chunk by chunk from the same rows."""
     n = labels.numel()
     out = torch.empty(n, dtype=torch.float32, device=labels.device)
     top = torch.zeros(n, dtype=torch.bool, device=labels.device)
+    best = torch.empty(n, dtype=torch.float32, device=labels.device)
     for start in range(0, n, chunk):
         rows = slice(start, min(n, start + chunk))
         z = row_fn(rows).float()
         top[rows] = z.argmax(-1) == labels[rows]
-        lp = z.gather(-1, labels[rows].unsqueeze(-1)).squeeze(-1) - z.logsumexp(-1)
+        lse = z.logsumexp(-1)
+        lp = z.gather(-1, labels[rows].unsqueeze(-1)).squeeze(-1) - lse
         out[rows] = lp.clamp_min(-1.0e4)
-    return out, top
+        best[rows] = (z.amax(-1) - lse).clamp_min(-1.0e4)
+    return out, top, best
 
 
 def routing_pass(targets: dict[str, Optional[RowFn]], labels_v: Tensor, chunk: int) -> Optional[RoutingPass]:
@@ -95,9 +112,9 @@ def routing_pass(targets: dict[str, Optional[RowFn]], labels_v: Tensor, chunk: i
     priv, teacher = targets.get("privileged_student"), targets.get("teacher")
     if priv is None or teacher is None:
         return None
-    log_q_s, priv_top = sampled_logprobs(priv, labels_v, chunk)
-    log_q_t, teacher_top = sampled_logprobs(teacher, labels_v, chunk)
-    return RoutingPass(log_q_s, log_q_t, priv_top, teacher_top)
+    log_q_s, priv_top, log_top_s = sampled_logprobs(priv, labels_v, chunk)
+    log_q_t, teacher_top, log_top_t = sampled_logprobs(teacher, labels_v, chunk)
+    return RoutingPass(log_q_s, log_q_t, priv_top, teacher_top, log_top_s, log_top_t)
 
 
 # ---------------------------------------------------------------------------------------------- pass 2
@@ -266,6 +283,18 @@ def start_routing(targets: dict[str, Optional[RowFn]], labels_v: Tensor, chunk: 
     else:
         routing.check_matches(labels_v)
     return routing, DiagnosticsProbe(labels_v)
+
+
+def plan_inputs(routing: Optional[RoutingPass], config: DOPDLossConfig
+                ) -> tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
+    """What `make_plan` routes with: the configured statistics (privileged student's, teacher's; None without pass
+    1) and the teacher-veto mask (None when `teacher_veto` is off)."""
+    if routing is None:
+        return None, None, None
+    stat_s, stat_t = routing.statistics(config.routing_statistic)
+    veto = (teacher_rejects(routing.log_q_t, routing.teacher_top_is_label, config.teacher_veto_prob)
+            if config.teacher_veto else None)
+    return stat_s, stat_t, veto
 
 
 def diagnostics_of(probe: Optional[DiagnosticsProbe], plan: Plan, routing: Optional[RoutingPass]) -> dict[str, float]:

@@ -1,8 +1,9 @@
 """The routing plan: everything the objective decides before its loss pass, per valid token.
 
-From log q_S and log q_T of the sampled tokens (pass 1, `passes.routing_pass`): the batch thresholds (or a larger
-batch's, handed in), one regime per token, the per-term weights of the routing table, the pruning probe's mask and
-the aggregation coefficients (d loss / d per-token loss).
+From the routing statistics of pass 1 (`passes.routing_pass`: log q_S and log q_T of the sampled tokens, or each
+policy's top-1 log-probability with `routing_statistic: top1`): the batch thresholds (or a larger batch's, handed
+in), one regime per token (tokens the teacher vetoes forced to HT), the per-term weights of the routing table, the
+pruning probe's mask and the aggregation coefficients (d loss / d per-token loss).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 from torch import Tensor
 
 from .config import DOPDLossConfig
-from .routing import UNROUTED, Thresholds, assign_regimes, compute_thresholds, prune_keep_mask
+from .routing import HT, UNROUTED, Thresholds, assign_regimes, compute_thresholds, prune_keep_mask
 
 TermKey = tuple[str, str]  # (target, divergence)
 
@@ -50,9 +51,13 @@ def make_plan(
     generator: Optional[torch.Generator] = None,
     thresholds: Optional[Thresholds] = None,
     denominator: Optional[float] = None,
+    *,
+    veto: Optional[Tensor] = None,
 ) -> Plan:
-    """`thresholds` given: route with them (statistics of a larger batch, e.g. the optimizer step) instead of this
-    call's. `denominator` given: the loss is this call's share of a larger batch's mean (see `dopd_loss`)."""
+    """`log_q_s`, `log_q_t`: the routing statistics ([N], see `RoutingPass.statistics`). `thresholds` given: route
+    with them (statistics of a larger batch, e.g. the optimizer step) instead of this call's. `denominator` given:
+    the loss is this call's share of a larger batch's mean (see `dopd_loss`). `veto` ([N] bool): tokens routed to HT
+    whatever their statistics (the teacher veto); the thresholds are still taken over every token."""
     n, device = labels.numel(), labels.device
     has_gap = log_q_s is not None and log_q_t is not None
     if has_gap:
@@ -60,6 +65,8 @@ def make_plan(
             # a global scope joins the collective even with no tokens
             thresholds = compute_thresholds(log_q_s, log_q_t, config.trim, config.routing_scope)
         regimes = assign_regimes(log_q_s, log_q_t, thresholds) if n > 0 else labels.new_empty(0)
+        if veto is not None and n > 0:
+            regimes = regimes.masked_fill(veto, HT)
         gap = (log_q_t - log_q_s).abs()
     else:
         if config.routed:

@@ -205,3 +205,15 @@ register_preset(
      "LH": (Term("teacher", "rkl", weight_key="beta_l"),),
      "LL": (Term("privileged_student", "rkl", weight_key="beta_w"),)},
 )
+register_preset(
+    "dopd_hs_teacher",
+    "DOPD with HS's target the teacher instead of the privileged student (top-K reverse KL, beta_l): the paper's "
+    "routing, but the tokens the teacher rates below the privileged student are corrected by the teacher.",
+    {"HT": (T_JS,), "HS": (Term("teacher", "rkl_topk", weight_key="beta_l"),), "LH": (LH_TERM,), "LL": (LL_TERM,)},
+)
+register_preset(
+    "dopd_ht_rkl",
+    "DOPD with HT's full-vocabulary JS replaced by the full-vocabulary reverse KL to the teacher (weight 1), whose "
+    "gradient does not saturate on high-gap tokens.",
+    {"HT": (Term("teacher", "rkl"),), "HS": (HS_TERM,), "LH": (LH_TERM,), "LL": (LL_TERM,)},
+)

@@ -1,7 +1,8 @@
 """Per-token routing: privilege gap, batch thresholds (trimmed means), the four regimes, the pruning probe.
 
 All statistics are at temperature 1 and in float32: q_S = S(y | x, p, y<n) (privileged student), q_T = T(y | x, p,
-y<n) (teacher), A = |log q_T - log q_S|.
+y<n) (teacher), A = |log q_T - log q_S|. With `routing_statistic: top1` q_S and q_T are instead each privileged
+policy's top-1 probability at the position (max_v S(v | x, p, y<n), max_v T(v | x, p, y<n)), whatever was sampled.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ REGIMES = ("HT", "HS", "LH", "LL")
 HT, HS, LH, LL = range(4)
 IGNORED = -1  # `regimes` value at positions that are not response tokens (labels == -100)
 UNROUTED = -2  # `regimes` value at response tokens when q_S or q_T was not computed (preset without routing)
+
+ROUTING_STATISTICS = ("sampled", "top1")  # q at the sampled token (the paper) | each policy's top-1 probability
 
 _QUANTILE_MAX = 1 << 24  # torch.quantile refuses larger inputs
 
@@ -112,6 +115,11 @@ def assign_regimes(log_q_s: Tensor, log_q_t: Tensor, thr: Thresholds) -> Tensor:
     regimes[high & ~teacher_ge] = HS
     regimes[high & teacher_ge] = HT
     return regimes
+
+
+def teacher_rejects(log_q_t: Tensor, teacher_top_is_label: Tensor, prob: float) -> Tensor:
+    """True where the teacher rejects the sampled token: T(y | x, p, y<n) < `prob` and y is not its top choice."""
+    return (log_q_t.float().exp() < prob) & ~teacher_top_is_label.bool()
 
 
 def prune_keep_mask(

@@ -48,6 +48,20 @@ class DistillArguments:
         default=0,
         metadata={"help": "Seed of the random pruning probe (mixed with each batch's token ids: reproducible per batch)."},
     )
+    routing_statistic: str = field(
+        default="sampled",
+        metadata={"help": "What the regimes compare: sampled (q_S, q_T at the sampled token, the paper) | top1 (each "
+                          "privileged policy's top-1 probability at the position, whatever was sampled)."},
+    )
+    teacher_veto: bool = field(
+        default=False,
+        metadata={"help": "Route every token the teacher rejects (q_T < teacher_veto_prob at the sampled token and "
+                          "not its top choice) to HT whatever its statistics (the paper: false). See "
+                          "docs/objective.md, 'When DOPD hurts'."},
+    )
+    teacher_veto_prob: float = field(
+        default=0.1, metadata={"help": "q_T below which a token that is not the teacher's top choice is vetoed."},
+    )
     routing_table: Optional[Any] = field(
         default=None,
         metadata={"help": "Custom routing table overriding the stage's preset: a mapping (or YAML/JSON text) "

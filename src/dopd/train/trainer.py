@@ -255,8 +255,9 @@ class DOPDTrainer(Trainer):
                     mb.routing = routing_pass_from_hidden(
                         hidden_p, hidden_t, labels_p.to(hidden_p.device), head_s, head_t,
                         self.distill_args.loss_chunk_size or None, vocab_size=self.adapter.vocab_size)
-                log_q_s.append(mb.routing.log_q_s)
-                log_q_t.append(mb.routing.log_q_t)
+                stat_s, stat_t = mb.routing.statistics(self.loss_config.routing_statistic)
+                log_q_s.append(stat_s)
+                log_q_t.append(stat_t)
             if cache == "cpu":
                 mb.targets = tuple(t.to("cpu") if isinstance(t, torch.Tensor) else t for t in targets)
             elif cache == "device":
