@@ -2,4 +2,5 @@
 # Evaluate a model on registry datasets, deployed (without privileged information) by default.
 # Usage: bash scripts/eval.sh CONFIG.yaml [key=value ...]
 source "$(dirname "${BASH_SOURCE[0]}")/_launch.sh"
-dopd_launch eval "$(dirname "${BASH_SOURCE[0]}")/../configs/demo/vlm_demo_eval.yaml" "$@"
+cfg="$(dirname "${BASH_SOURCE[0]}")/../configs/demo/vlm_demo_eval.yaml"
+dopd_launch eval "$cfg" "$cfg" "$@"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from typing import Any, Optional, Sequence
@@ -31,25 +32,49 @@ def save_model_and_processor(model: nn.Module, adapter: ModelAdapter, out_dir: s
     return out_dir
 
 
+def base_from_adapter(adapter_dir: Optional[str]) -> str:
+    """The base model a LoRA adapter was trained on: `base_model_name_or_path` of its `adapter_config.json` (peft
+    writes it on save), for an export config that leaves `model_name_or_path` out."""
+    from dopd.hparams import ConfigError
+
+    if not adapter_dir:
+        raise ConfigError("`dopd-cli export` needs model_name_or_path (the base model) or adapter_name_or_path "
+                          "(a LoRA folder whose adapter_config.json names its base)")
+    config_file = os.path.join(adapter_dir, "adapter_config.json")
+    if not os.path.isfile(config_file):
+        raise ConfigError(f"adapter_name_or_path={adapter_dir}: no adapter_config.json there; give "
+                          "model_name_or_path, or the folder a LoRA run saved (its output_dir or a checkpoint-N)")
+    with open(config_file, encoding="utf-8") as f:
+        base = json.load(f).get("base_model_name_or_path")
+    if not base:
+        raise ConfigError(f"{config_file}: no base_model_name_or_path; give model_name_or_path (the base model)")
+    logger.info("model_name_or_path not given: the base from %s is %s", config_file, base)
+    return base
+
+
 def export_model(model_args: Any, export_dir: Optional[str] = None) -> str:
-    """Load `model_name_or_path` (+ `adapter_name_or_path` merged in, if given) and save it to `export_dir`."""
+    """Load `model_name_or_path` (+ `adapter_name_or_path` merged in, if given) and save it to `export_dir`.
+
+    `model_name_or_path` takes `tiny:` names as training does; left out, it is read from the adapter's
+    `adapter_config.json`."""
     from dopd.hparams import ConfigError
 
     from .loader import load_adapter, load_model
+    from .paths import resolve_model_path
 
     out_dir = export_dir or getattr(model_args, "export_dir", None)
     if not out_dir:
         raise ConfigError("export_dir is required for `dopd-cli export`")
-    if not getattr(model_args, "model_name_or_path", None):
-        raise ConfigError("model_name_or_path is required for `dopd-cli export` (the base model)")
-    adapter = load_adapter(model_args.model_name_or_path, model_args)
-    model = load_model(model_args.model_name_or_path, model_args, adapter=adapter)
     lora = getattr(model_args, "adapter_name_or_path", None)
+    base = getattr(model_args, "model_name_or_path", None) or base_from_adapter(lora)
+    base = resolve_model_path(base, "student")  # `tiny:<family>...` as in training; anything else unchanged
+    adapter = load_adapter(base, model_args)
+    model = load_model(base, model_args, adapter=adapter)
     if lora:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, lora).merge_and_unload()
-        logger.info("merged LoRA adapter %s into %s", lora, model_args.model_name_or_path)
+        logger.info("merged LoRA adapter %s into %s", lora, base)
     else:
         logger.warning("no adapter_name_or_path: exporting the base model unchanged")
     model.eval()
