@@ -94,7 +94,7 @@ def test_quick_runs_every_stage_into_tmp(tmp_path):
     assert runs["vanilla_opd"]["config_keys"]["teacher_sees_privileged"] is False
     assert runs["vanilla_opd_priv"]["config_keys"]["teacher_sees_privileged"] is True
     # diagnostics: logged wherever both privileged policies are scored, absent for the teacher-without-p baseline
-    has_diag = {name: any("dopd/HS/teacher_rejected_frac" in r for r in run["log"]) for name, run in runs.items()}
+    has_diag = {name: any("dopd/all/teacher_rejected_frac" in r for r in run["log"]) for name, run in runs.items()}
     assert has_diag == {"vanilla_opd": False, "vanilla_opd_priv": True, "dopd": True, "dopd_veto": True,
                         "vanilla_opd_priv_full_rkl": True}
     assert runs["dopd_veto"]["config_keys"]["teacher_veto"] is True
