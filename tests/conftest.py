@@ -39,3 +39,15 @@ def tiny_model(tiny_dir: Path) -> Callable[..., str]:
         return str(out)
 
     return get
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """A test that runs a pipeline in-process (the testbed sets 1 thread) must not change the thread count of the
+    tests after it: bit-exact checks and timings depend on it."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != before:
+        torch.set_num_threads(before)

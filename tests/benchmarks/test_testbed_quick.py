@@ -28,9 +28,9 @@ def _run_quick(tmp_path, extra):
 
 
 def _check_methods(seed):
-    from benchmarks.privilege_illusion.pipeline import METHODS
+    from benchmarks.privilege_illusion.pipeline import DEFAULT_METHODS
 
-    assert set(seed["methods"]) == {m.name for m in METHODS}
+    assert set(seed["methods"]) == set(DEFAULT_METHODS)
     for name, run in seed["methods"].items():
         assert 0.0 <= run["final"]["accuracy"] <= 1.0, name
         assert [p["step"] for p in run["curve"]][0] == 0 and len(run["curve"]) >= 2, name
@@ -41,7 +41,7 @@ def _check_methods(seed):
 
 
 def test_quick_testbed_runs_into_tmp_and_leaves_docs_alone(tmp_path):
-    from benchmarks.privilege_illusion.pipeline import METHODS
+    from benchmarks.privilege_illusion.pipeline import DEFAULT_METHODS
 
     out = _run_quick(tmp_path, [])
     page = out / "report" / "testbed.md"
@@ -51,8 +51,8 @@ def test_quick_testbed_runs_into_tmp_and_leaves_docs_alone(tmp_path):
     for row in ("student before distillation", "teacher (SFT on x+p), evaluated with p",
                 "teacher (SFT on x+p), evaluated without p"):
         assert row in text, row
-    for method in METHODS:
-        assert f"(`{method.name}`)" in text, method.name
+    for method in DEFAULT_METHODS:
+        assert f"(`{method}`)" in text, method
 
     results = json.loads((out / "results.json").read_text())
     assert results["config"]["task"] == "text"
@@ -65,7 +65,7 @@ def test_quick_testbed_runs_into_tmp_and_leaves_docs_alone(tmp_path):
 
 def test_quick_vlm_testbed_runs_into_tmp_and_leaves_docs_alone(tmp_path):
     """`--task vlm --quick`: tiny Qwen2-VL teacher and student, shape images, p = the labelled box (boxes_text)."""
-    from benchmarks.privilege_illusion.pipeline import METHODS
+    from benchmarks.privilege_illusion.pipeline import DEFAULT_METHODS
 
     out = _run_quick(tmp_path, ["--task", "vlm"])
     page = out / "report" / "testbed_vlm.md"
@@ -74,8 +74,8 @@ def test_quick_vlm_testbed_runs_into_tmp_and_leaves_docs_alone(tmp_path):
     text = page.read_text()
     assert "Quick mode" in text and "python -m benchmarks.privilege_illusion --task vlm --quick" in text
     assert "## The task (VLM, generated on the fly)" in text and "covered-shape q. (%)" in text
-    for method in METHODS:
-        assert f"(`{method.name}`)" in text, method.name
+    for method in DEFAULT_METHODS:
+        assert f"(`{method}`)" in text, method
 
     results = json.loads((out / "results.json").read_text())
     assert results["config"]["task"] == "vlm" and results["config"]["family"] == "qwen2_vl"
