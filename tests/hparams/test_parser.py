@@ -116,3 +116,17 @@ def test_resume_key_says_what_true_does():
     row = next(line for line in render_reference().splitlines() if line.startswith("| `resume_from_checkpoint`"))
     assert "Not directly used" not in row
     assert "`true`" in row and "checkpoint-N" in row and "optimizer" in row
+
+
+def test_recipes_parse_without_deprecated_keys():
+    """The recipes used `gradient_checkpointing`, which transformers 5 warns is deprecated (`activation_checkpointing`)."""
+    import warnings
+    from pathlib import Path
+
+    recipes = sorted((Path(__file__).resolve().parents[2] / "configs" / "recipes").glob("*.yaml"))
+    assert recipes
+    for recipe in recipes:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", FutureWarning)
+            cfg = parse_config(str(recipe), ["use_cpu=true", "bf16=false", "deepspeed="])
+        assert cfg.training.activation_checkpointing and cfg.training.gradient_checkpointing, recipe.name

@@ -18,7 +18,7 @@ SECTIONS = {
 
 TRAINING_KEYS = (
     "output_dir", "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate", "lr_scheduler_type",
-    "max_steps", "num_train_epochs", "bf16", "gradient_checkpointing", "deepspeed", "logging_steps", "save_steps",
+    "max_steps", "num_train_epochs", "bf16", "activation_checkpointing", "deepspeed", "logging_steps", "save_steps",
     "save_total_limit", "resume_from_checkpoint", "eval_strategy", "eval_steps", "report_to", "seed", "use_cpu",
     "sft_view", "plot_loss",
 )
