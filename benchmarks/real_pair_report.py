@@ -108,7 +108,18 @@ NOTES = """- Precision: both models run in float32. On this machine (2 AVX2 core
   (80.5% against 67.0%) but not better with p: the paper's premise "a teacher helped by p" does not hold on this
   split with this template. That fits the ranking at 3e-6: the methods whose target sees p (vanilla OPD with the
   privileged teacher 48.0%, DOPD 11.0%) end below the one whose teacher does not (66.0%). The teacher's x+p
-  evaluation took 3,531 s while other jobs shared the CPU; x took 1,802 s alone."""
+  evaluation took 3,531 s while other jobs shared the CPU; x took 1,802 s alone.
+- Session of 2026-12-05, 12:20-13:40 UTC (issue 24, setting 3: `dopd_veto` and `vanilla_opd_priv_full_rkl` at lr
+  3e-6, 8 steps, as the runs above): **not finished, nothing measured.** The machine was shared with other sessions
+  (load average 9-12; another process held 5.6 GB) and every attempt was killed by the kernel's out-of-memory killer
+  before its first training step had logged: `dopd_veto` at 12:30 (10.1 GB resident), `vanilla_opd_priv_full_rkl`
+  between 13:08 and 13:15 (18.2 GB, after 6.5 min of weight loading and 30+ min in step 1), `dopd_veto` again between
+  13:16 (training started) and 13:38 (17.3 GB; this session's own short test runs were also using memory then).
+  No record was written, so neither
+  method has an accuracy, a count of answers with a Python block or first-token regimes; the two rows stay "not run
+  yet" and the side-by-side table above holds only the earlier runs. The methods and the count are in the script
+  (`--method dopd_veto`, `--method vanilla_opd_priv_full_rkl`; each run now logs `dopd/<R>/first3_frac` and keeps a
+  copy of its held-out answers): a run needs ~18 GB free and ~25 min of an otherwise idle machine."""
 
 
 def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
