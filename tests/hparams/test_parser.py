@@ -130,3 +130,16 @@ def test_recipes_parse_without_deprecated_keys():
             warnings.simplefilter("error", FutureWarning)
             cfg = parse_config(str(recipe), ["use_cpu=true", "bf16=false", "deepspeed="])
         assert cfg.training.activation_checkpointing and cfg.training.gradient_checkpointing, recipe.name
+
+
+def test_paths_with_a_home_tilde_are_expanded(tmp_path, monkeypatch):
+    """`~/...` in a YAML path key means the home folder, as in a shell (configs/probe/real_pair_probe.yaml)."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("model_name_or_path: ~/student\nteacher_model_name_or_path: ~/teacher\n"
+                        "dataset_dir: ~/data\noutput_dir: ~/out\n")
+    cfg = parse_config(str(cfg_file), [])
+    assert cfg.model.model_name_or_path == str(tmp_path / "student")
+    assert cfg.model.teacher_model_name_or_path == str(tmp_path / "teacher")
+    assert cfg.data.dataset_dir == str(tmp_path / "data")
+    assert cfg.model.model_name_or_path.startswith("/")

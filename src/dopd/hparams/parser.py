@@ -203,6 +203,10 @@ def _import_integrations_without_wandb_notice(report_to: Any) -> None:
         os.environ["WANDB_MODE"] = saved
 
 
+# keys holding a file or folder path (model_name_or_path, dataset_dir, output_dir, deepspeed config, ...)
+PATH_KEY_SUFFIXES = ("_or_path", "_dir", "_path", "_file")
+
+
 def parse_config_dict(config: dict[str, Any], with_training: bool = True, source: str = "config") -> DOPDConfig:
     check_unknown_keys(config, with_training, source)
     owners = known_keys(with_training=True)
@@ -212,7 +216,10 @@ def parse_config_dict(config: dict[str, Any], with_training: bool = True, source
         ftype = {f.name: f.type for f in dataclasses.fields(cls)}[key]
         if isinstance(ftype, str):
             ftype = typing.get_type_hints(cls).get(key, Any)
-        per_class.setdefault(cls, {})[key] = _coerce(value, ftype, key)
+        value = _coerce(value, ftype, key)
+        if key.endswith(PATH_KEY_SUFFIXES) and isinstance(value, str) and value.startswith("~"):
+            value = os.path.expanduser(value)  # `~/...` means the home folder, as in a shell
+        per_class.setdefault(cls, {})[key] = value
     built = {}
     for cls in OUR_DATACLASSES:
         try:
