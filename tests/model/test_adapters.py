@@ -156,7 +156,7 @@ def test_load_image_resized_like_processor(family: str, tiny_model) -> None:
 
 
 def test_qwen_vl_utils_shim_leaves_no_torchvision() -> None:
-    from dopd.model.vision_utils import import_qwen_vl_utils
+    from dopd.model.adapters.qwen_vl.vision_utils import import_qwen_vl_utils
 
     module = import_qwen_vl_utils()
     assert hasattr(module, "fetch_image") and hasattr(module, "smart_resize")

@@ -90,7 +90,7 @@ class OpenAIBackend:
             if path not in self._sizes:
                 w, h = image_size(path)
                 if self._absolute():
-                    from dopd.model.vision_utils import smart_resize
+                    from dopd.model.adapters.qwen_vl.vision_utils import smart_resize
 
                     h, w = smart_resize(h, w, QWEN2_5_VL_FACTOR, self.min_pixels, self.max_pixels)
                 self._sizes[path] = (int(w), int(h))

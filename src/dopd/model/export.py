@@ -18,7 +18,7 @@ def save_model_and_processor(model: nn.Module, adapter: ModelAdapter, out_dir: s
     """`save_pretrained` the model, the tokenizer and (VLMs) the processor, so `from_pretrained(out_dir)` works.
 
     A VLM processor saves under transformers' own class name and puts the base checkpoint's preprocessor,
-    video-preprocessor, chat-template and processor files back (`dopd.model.processors`), so stock
+    video-preprocessor, chat-template and processor files back (`dopd.model.adapters.qwen_vl.processors`), so stock
     `AutoProcessor` / `AutoImageProcessor` / `AutoTokenizer` load the folder like the base model."""
     os.makedirs(out_dir, exist_ok=True)
     model.save_pretrained(out_dir)

@@ -9,14 +9,14 @@ from typing import Any, Optional, Sequence
 import torch
 from torch import nn
 
-from ..pretrained import hub_kwargs, load_generation_config
-from ..processors import (
+from ...pretrained import hub_kwargs, load_generation_config
+from ..base import ModelAdapter
+from ..prompt import IMAGE_PLACEHOLDER, count_images, split_image_placeholders
+from .processors import (
     base_processor_files, build_image_only_processor, checkpoint_pixel_bounds, load_image_processor,
     read_processor_chat_template,
 )
-from ..vision_utils import default_crop_min_pixels, default_min_image_size, fetch_image
-from .base import ModelAdapter
-from .prompt import IMAGE_PLACEHOLDER, count_images, split_image_placeholders
+from .vision_utils import default_crop_min_pixels, default_min_image_size, fetch_image
 
 logger = logging.getLogger(__name__)
 
