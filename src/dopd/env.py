@@ -34,7 +34,7 @@ def _error(err: BaseException) -> str:
 
 def qwen_vl_utils_status() -> str:
     """`works` when qwen-vl-utils resizes an image through dopd's import of it, else why not."""
-    try:
+    try:  # imported here, inside the try: a broken torch / transformers / qwen-vl-utils is reported, not raised
         from PIL import Image
 
         from dopd.model.adapters.qwen_vl.vision_utils import fetch_image
