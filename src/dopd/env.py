@@ -3,7 +3,7 @@
 Versions come from the installed distributions' metadata (`importlib.metadata`), and each package is then imported
 to say whether it works here. `qwen_vl_utils` is checked the way dopd uses it: its module imports torchvision, which
 this project does not install, so a plain `import qwen_vl_utils` fails although dopd's image path (through
-`dopd.model.vision_utils`) works; the report says whether that path resizes an image.
+`dopd.model.adapters.qwen_vl.vision_utils`) works; the report says whether that path resizes an image.
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ def _error(err: BaseException) -> str:
 
 def qwen_vl_utils_status() -> str:
     """`works` when qwen-vl-utils resizes an image through dopd's import of it, else why not."""
-    try:
+    try:  # imported here, inside the try: a broken torch / transformers / qwen-vl-utils is reported, not raised
         from PIL import Image
 
-        from dopd.model.vision_utils import fetch_image
+        from dopd.model.adapters.qwen_vl.vision_utils import fetch_image
 
         out = fetch_image(Image.new("RGB", (64, 48)), patch_size=14, min_pixels=28 * 28, max_pixels=128 * 128)
         return "works" if out.size[0] % 28 == 0 and out.size[1] % 28 == 0 else f"unexpected size {out.size}"

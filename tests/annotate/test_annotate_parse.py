@@ -74,7 +74,7 @@ def test_relative_to_original_on_an_odd_size_by_hand():
 
 def test_absolute_to_original_on_an_odd_size_by_hand():
     # Qwen2.5-VL resizes 333 x 217 to 336 x 224 (multiples of 28): x = c * 333 / 336, y = c * 217 / 224
-    from dopd.model.vision_utils import smart_resize
+    from dopd.model.adapters.qwen_vl.vision_utils import smart_resize
 
     assert smart_resize(217, 333, 28, 32 * 32, 768 * 768) == (224, 336)
     got = to_original([84, 56, 168, 224], "qwen2_5_vl", (333, 217), (336, 224))

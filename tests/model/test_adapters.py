@@ -11,6 +11,7 @@ from model_helpers import ALL_FAMILIES, VLM_FAMILIES, load, model_args, noise_im
 from dopd.data.views import PromptView
 from dopd.model import EncodedPrompt, get_adapter_class, load_adapter
 from dopd.model.adapters import Qwen2_5_VLAdapter, Qwen2VLAdapter, Qwen3VLAdapter, TextAdapter
+from dopd.model.adapters import generation
 from dopd.model.adapters.generation import cut_responses
 
 
@@ -71,6 +72,20 @@ def test_generation_logprobs_match_teacher_forced_scoring(family: str, tiny_mode
         mask = labels[b] != -100
         got = logps[b][mask].gather(-1, labels[b][mask][:, None])[:, 0]
         torch.testing.assert_close(got, torch.tensor(gen_logps[b]), rtol=0, atol=1e-4)
+
+
+def test_generation_takes_plain_values(tiny_model) -> None:
+    """`generation` runs on a model, its inputs, a GenerationConfig and token ids, with no adapter: the adapter
+    calls it and nothing calls back (`ModelAdapter` -> `generation`, one way)."""
+    adapter, model = load(tiny_model("qwen2", "student"))
+    batch = adapter.collate_prompts([adapter.encode_prompt(v, 1024) for v in varied_views(adapter)])
+    config = generation.build_generation_config(
+        {"max_new_tokens": 5, "return_dict_in_generate": True, "output_logits": True},
+        stop_ids=adapter.stop_token_ids, pad_id=adapter.pad_token_id, bos_id=None)
+    got = generation.generate_with_logprobs(model, model, batch, config, stop_ids=adapter.stop_token_ids,
+                                            vocab_size=adapter.vocab_size)
+    assert got == adapter.generate_with_logprobs(model, batch, max_new_tokens=5)  # greedy: the same answers
+    assert len(got[0]) == 3 and all(len(r) == len(lp) for r, lp in zip(*got))
 
 
 def test_real_qwen2_tokenizer_vlm(tiny_model) -> None:
@@ -141,7 +156,7 @@ def test_load_image_resized_like_processor(family: str, tiny_model) -> None:
 
 
 def test_qwen_vl_utils_shim_leaves_no_torchvision() -> None:
-    from dopd.model.vision_utils import import_qwen_vl_utils
+    from dopd.model.adapters.qwen_vl.vision_utils import import_qwen_vl_utils
 
     module = import_qwen_vl_utils()
     assert hasattr(module, "fetch_image") and hasattr(module, "smart_resize")

@@ -55,3 +55,21 @@ def test_missing_shared_tokenizer_is_a_clear_error(tmp_path, monkeypatch) -> Non
 def test_unknown_family_is_refused(tmp_path) -> None:
     with pytest.raises(ValueError, match="unknown tiny family"):
         tiny.build_tiny_model("gpt9", tmp_path / "m")
+
+
+def test_tiny_names_resolve_to_built_folders_and_real_names_pass_through(tmp_path, monkeypatch) -> None:
+    """`tiny:<family>[:<size>[:<tokenizer>]]` is built once under $DOPD_TINY_DIR (size defaults to the role);
+    any other name is returned as given, without importing the tiny-model builder."""
+    import subprocess
+    import sys
+
+    from dopd.model.paths import resolve_model_path
+
+    monkeypatch.setenv("DOPD_TINY_DIR", str(tmp_path))
+    folder = resolve_model_path("tiny:qwen2", "teacher")
+    assert folder == str(tmp_path / "qwen2-teacher-bpe") and (tmp_path / "qwen2-teacher-bpe" / "config.json").is_file()
+    assert resolve_model_path("tiny:qwen2:teacher:bpe", "student") == folder  # built once, then reused
+    code = ("import sys; from dopd.model.paths import resolve_model_path as r; "
+            "assert r('Qwen/Qwen2.5-0.5B', 'student') == 'Qwen/Qwen2.5-0.5B' and r(None, 'teacher') is None; "
+            "assert 'dopd.model.tiny' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)

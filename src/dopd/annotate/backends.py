@@ -24,6 +24,7 @@ from PIL import Image
 
 from dopd.data.grounding import get_convention
 from dopd.data.sample import IMAGE_PLACEHOLDER
+from dopd.data.views import PromptView
 from dopd.data.vision import image_size, open_rgb
 from dopd.hparams import ConfigError
 
@@ -90,7 +91,9 @@ class OpenAIBackend:
             if path not in self._sizes:
                 w, h = image_size(path)
                 if self._absolute():
-                    from dopd.model.vision_utils import smart_resize
+                    # here, not at the top: it pulls torch and transformers (dopd.model.adapters), which the
+                    # HTTP backend otherwise never needs
+                    from dopd.model.adapters.qwen_vl.vision_utils import smart_resize
 
                     h, w = smart_resize(h, w, QWEN2_5_VL_FACTOR, self.min_pixels, self.max_pixels)
                 self._sizes[path] = (int(w), int(h))
@@ -227,6 +230,8 @@ class LocalBackend:
     streaming = False  # one batched `generate` per `annotator_concurrency` prompts
 
     def __init__(self, args: AnnotateArguments, model_args: ModelArguments) -> None:
+        # here, not at the top: torch and the model layer are heavy, and the HTTP backend (standard library only)
+        # must not pay for them
         import torch
 
         from dopd.model import load_adapter, load_model
@@ -265,8 +270,6 @@ class LocalBackend:
         return self.adapter.tokenizer.decode(ids, skip_special_tokens=not keep_special_tokens)
 
     def complete_batch(self, requests: Sequence[ChatRequest], keep_special_tokens: bool = False) -> list[Answer]:
-        from dopd.data.views import PromptView
-
         out: list[Answer] = []
         encoded = []
         for request in requests:

@@ -256,8 +256,7 @@ def run_annotate(config_path: Optional[str], overrides: Sequence[str] = (), out:
     attr, pairs, unreadable = _load(data_args, info, name)  # data problems surface before any model loads
 
     kind = args.annotate_kind
-    grounding = args.annotator_grounding
-    if kind == "boxes" and grounding is None and args.annotator_backend == "openai":
+    if kind == "boxes" and args.annotator_grounding is None and args.annotator_backend == "openai":
         raise ConfigError("annotate_kind=boxes with the openai backend: set annotator_grounding (qwen2_vl, "
                           "qwen2_5_vl or qwen3_vl: the convention the served model answers in)")
     out_dir = args.annotate_output_dir or os.path.join(data_args.dataset_dir, "annotated")
@@ -266,12 +265,32 @@ def run_annotate(config_path: Optional[str], overrides: Sequence[str] = (), out:
     summary = AnnotateSummary(name, out_name, kind, total=len(pairs) + len(unreadable))
     summary.paths = {"data": store.data_path, "registry": store.info_path, "rejects": store.rejects_path,
                      "summary": store.summary_path}
+    todo = _pending(store, summary, attr, pairs, unreadable, kind)
+    store.write_entry(info[name], kind)
+
+    started = time.time()
+    if todo:
+        _annotate(args, cfg.model, todo, attr, store, summary, out)
+    summary.seconds = time.time() - started
+    if not summary.interrupted and not summary.error:
+        store.sort_rows()
+    store.write_summary(summary.as_dict())
+    print(summary.text(), file=out)
+    return summary
+
+
+def _pending(store: AnnotationStore, summary: AnnotateSummary, attr: DatasetAttr,
+             pairs: list[tuple[CanonicalSample, dict]], unreadable: list, kind: str
+             ) -> list[tuple[CanonicalSample, dict]]:
+    """The samples still to annotate: those a previous run finished are skipped (and counted); unreadable and
+    invalid samples (check-data would refuse them: the output must check clean), and for boxes samples without an
+    image, are rejected with their reason and get no request."""
     done = store.finished_uids()
     for uid, reason in unreadable:
         if uid not in done:
             summary.reject(store, uid, "unreadable", reason)
     todo = [(s, row) for s, row in pairs if s.uid not in done]
-    invalid: dict[str, str] = {}  # samples check-data would refuse get no request (the output must check clean)
+    invalid: dict[str, str] = {}
     for issue in validate_samples([s for s, _ in todo], attr.columns):
         invalid.setdefault(issue.uid, f"field `{issue.field}`: {issue.reason}")
     for uid, reason in invalid.items():
@@ -283,36 +302,33 @@ def run_annotate(config_path: Optional[str], overrides: Sequence[str] = (), out:
         for sample, _ in missing:
             summary.reject(store, sample.uid, "no_image", "boxes need an image; the sample has none")
         todo = [(s, row) for s, row in todo if s.images]
-    store.write_entry(info[name], kind)
+    return todo
 
-    started = time.time()
-    if todo:
-        backend = make_backend(args, cfg.model, grounding)
-        if kind == "boxes":
-            grounding = grounding or backend.grounding
-            if grounding is None:
-                raise ConfigError(f"annotate_kind=boxes: {args.annotator_model} is not a vision-language model; "
-                                  "set annotator_grounding or use a Qwen-VL annotator")
-            task: Any = BoxesTask(args, grounding, backend)
-        else:
-            task = HintTask(args)
-        print(f"annotate: {len(todo)} of {summary.total} samples of {name} to do ({summary.skipped_done} already "
-              f"done), {kind} by {args.annotator_model} ({args.annotator_backend})", file=out)
-        try:
-            backend.check()
-            _run(backend, task, todo, attr, store, summary, args.annotator_concurrency, kind, grounding)
-        except KeyboardInterrupt:
-            summary.interrupted = True
-        except EndpointDown as err:
-            summary.error = str(err)
-        finally:
-            backend.close()
-    summary.seconds = time.time() - started
-    if not summary.interrupted and not summary.error:
-        store.sort_rows()
-    store.write_summary(summary.as_dict())
-    print(summary.text(), file=out)
-    return summary
+
+def _annotate(args: AnnotateArguments, model_args: Any, todo: list[tuple[CanonicalSample, dict]], attr: DatasetAttr,
+              store: AnnotationStore, summary: AnnotateSummary, out: TextIO) -> None:
+    """Load the backend, annotate `todo`; an interrupt or a dead endpoint ends the run with what is stored."""
+    kind, grounding = args.annotate_kind, args.annotator_grounding
+    backend = make_backend(args, model_args, grounding)
+    if kind == "boxes":
+        grounding = grounding or backend.grounding
+        if grounding is None:
+            raise ConfigError(f"annotate_kind=boxes: {args.annotator_model} is not a vision-language model; "
+                              "set annotator_grounding or use a Qwen-VL annotator")
+        task: Any = BoxesTask(args, grounding, backend)
+    else:
+        task = HintTask(args)
+    print(f"annotate: {len(todo)} of {summary.total} samples of {summary.dataset} to do ({summary.skipped_done} "
+          f"already done), {kind} by {args.annotator_model} ({args.annotator_backend})", file=out)
+    try:
+        backend.check()
+        _run(backend, task, todo, attr, store, summary, args.annotator_concurrency, kind, grounding)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    except EndpointDown as err:
+        summary.error = str(err)
+    finally:
+        backend.close()
 
 
 def _run(backend: Any, task: Any, todo: list[tuple[CanonicalSample, dict]], attr: DatasetAttr, store: AnnotationStore,

@@ -107,32 +107,13 @@ def check_data(config: DOPDConfig, out: Optional[TextIO] = None,
             print(f"{attr.name}: cannot load: {err}", file=out)
             failed.append(attr.name)
             continue
-        report: DatasetReport = validate_dataset(loaded)
-        stats = None
-        if adapter is not None:
-            stats, render_issues = render_prompts(valid_samples(loaded, report), adapter, data_args)
-            report.issues = sorted(report.issues + render_issues, key=lambda i: i.index)
-        print(report.summary(), file=out)
-        print(_privilege_line(loaded.samples), file=out)
-        if loaded.column_problem and require_privilege and attr.name in train_names:
-            print(f"  error: {loaded.column_problem}", file=out)
+        is_train = attr.name in train_names
+        bad, with_p = _check_dataset(loaded, is_train, config, adapter, require_privilege, out)
+        if bad:
             failed.append(attr.name)
-        elif loaded.column_problem:
-            print(f"  warning: {loaded.column_problem}", file=out)
-        if attr.name in train_names:
-            valid = valid_samples(loaded, report)
+        if is_train:
             train_loaded.append(attr.name)
-            train_with_p += sum(has_privilege(s, data_args) for s in valid)
-            warning = privilege_warning(valid, data_args)
-            if warning:
-                print(f"  warning: {warning}", file=out)
-        if stats is not None:
-            print(f"  prompts ({config.model.model_name_or_path}, cutoff_len {data_args.cutoff_len}): "
-                  f"{stats['with_privilege']} with privilege, {stats['truncated']} truncated", file=out)
-            print(_lengths_line("x  ", stats["plain"]), file=out)
-            print(_lengths_line("x+p", stats["privileged"]), file=out)
-        if report.invalid_fraction > data_args.max_invalid_fraction:
-            failed.append(attr.name)
+            train_with_p += with_p
     limit = data_args.max_invalid_fraction
     if require_privilege and train_loaded and not train_with_p:
         print(f"check-data: {no_privilege_error(train_loaded, require_privilege)}", file=out)
@@ -142,3 +123,38 @@ def check_data(config: DOPDConfig, out: Optional[TextIO] = None,
         return 1
     print(f"check-data: OK ({len(attrs)} dataset(s), max_invalid_fraction={limit})", file=out)
     return 0
+
+
+def _check_dataset(loaded: Any, is_train: bool, config: DOPDConfig, adapter: Optional[PromptRenderer],
+                   require_privilege: Optional[str], out: TextIO) -> tuple[bool, int]:
+    """Validate (and, with an adapter, render) one loaded dataset and print its report. Returns (whether it fails,
+    how many of its valid samples carry p when it is a training dataset, else 0)."""
+    data_args = config.data
+    report: DatasetReport = validate_dataset(loaded)
+    stats = None
+    if adapter is not None:
+        stats, render_issues = render_prompts(valid_samples(loaded, report), adapter, data_args)
+        report.issues = sorted(report.issues + render_issues, key=lambda i: i.index)
+    print(report.summary(), file=out)
+    print(_privilege_line(loaded.samples), file=out)
+    failed = False
+    if loaded.column_problem and require_privilege and is_train:
+        print(f"  error: {loaded.column_problem}", file=out)
+        failed = True
+    elif loaded.column_problem:
+        print(f"  warning: {loaded.column_problem}", file=out)
+    with_p = 0
+    if is_train:
+        valid = valid_samples(loaded, report)
+        with_p = sum(has_privilege(s, data_args) for s in valid)
+        warning = privilege_warning(valid, data_args)
+        if warning:
+            print(f"  warning: {warning}", file=out)
+    if stats is not None:
+        print(f"  prompts ({config.model.model_name_or_path}, cutoff_len {data_args.cutoff_len}): "
+              f"{stats['with_privilege']} with privilege, {stats['truncated']} truncated", file=out)
+        print(_lengths_line("x  ", stats["plain"]), file=out)
+        print(_lengths_line("x+p", stats["privileged"]), file=out)
+    if report.invalid_fraction > data_args.max_invalid_fraction:
+        failed = True
+    return failed, with_p

@@ -12,6 +12,8 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 from PIL import Image, ImageDraw, ImageFont
 
+from dopd.hparams import ConfigError
+
 from .grounding import GroundingConvention
 from .sample import IMAGE_PLACEHOLDER, CanonicalSample
 from .vision import VisionSpec, image_size, open_rgb
@@ -87,8 +89,6 @@ TEMPLATES = {"hint_template": "hint", "boxes_template": "boxes", "crops_template
 
 def check_templates(data_args: Any) -> None:
     """Each template must keep its placeholder, or p would silently vanish from the privileged view."""
-    from dopd.hparams import ConfigError
-
     for name, key in TEMPLATES.items():
         if "{" + key + "}" not in getattr(data_args, name):
             raise ConfigError(f"`{name}` must contain {{{key}}}")

@@ -5,6 +5,7 @@ Only what is needed to find and read a dataset lives here; reading rows is `load
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 from dataclasses import dataclass, field
@@ -92,24 +93,39 @@ def get_dataset_attr(name: str, info: dict[str, Any], dataset_dir: str, media_di
     dataset_dir = os.path.abspath(dataset_dir)
     where = f"{os.path.join(dataset_dir, 'dataset_info.json')}: dataset `{name}`"
     if name not in info:
-        import difflib
-
         close = difflib.get_close_matches(name, list(info), n=3)
         hint = f" (did you mean: {', '.join(close)}?)" if close else ""
         raise ConfigError(f"dataset `{name}` is not in {os.path.join(dataset_dir, 'dataset_info.json')}{hint}")
     entry = info[name]
     if not isinstance(entry, dict):
         raise ConfigError(f"{where}: the entry must be an object")
+    load_from, path = _source(entry, dataset_dir, where)
+    formatting = _formatting(entry, where)
+    columns, tags = _columns(entry, formatting, where), _tags(entry, formatting, where)
+    privilege = _privilege(entry, privilege_override, where)
+    num_samples = entry.get("num_samples")
+    if num_samples is not None and (not isinstance(num_samples, int) or num_samples <= 0):
+        raise ConfigError(f"{where}: `num_samples` must be a positive integer")
+    return DatasetAttr(
+        name=name, load_from=load_from, path=path, formatting=formatting, subset=entry.get("subset"),
+        split=entry.get("split", "train"), folder=entry.get("folder"), num_samples=num_samples,
+        columns=columns, tags=tags, privilege=privilege,
+        media_dir=os.path.abspath(media_dir) if media_dir else dataset_dir,
+    )
 
+
+def _source(entry: dict[str, Any], dataset_dir: str, where: str) -> tuple[str, str]:
+    """(load_from, path): `hf_hub_url` or `file_name`; LLaMA-Factory's other sources are refused by name."""
     if entry.get("hf_hub_url"):
-        load_from, path = "hf_hub", entry["hf_hub_url"]
-    elif entry.get("file_name"):
-        load_from, path = "file", os.path.join(dataset_dir, entry["file_name"])
-    else:
-        other = [k for k in ("ms_hub_url", "om_hub_url", "script_url", "cloud_file_name") if entry.get(k)]
-        what = f"only {', '.join(other)} given, which is not supported" if other else "no `file_name` or `hf_hub_url`"
-        raise ConfigError(f"{where}: {what}; give `file_name` (a local file or folder) or `hf_hub_url`")
+        return "hf_hub", entry["hf_hub_url"]
+    if entry.get("file_name"):
+        return "file", os.path.join(dataset_dir, entry["file_name"])
+    other = [k for k in ("ms_hub_url", "om_hub_url", "script_url", "cloud_file_name") if entry.get(k)]
+    what = f"only {', '.join(other)} given, which is not supported" if other else "no `file_name` or `hf_hub_url`"
+    raise ConfigError(f"{where}: {what}; give `file_name` (a local file or folder) or `hf_hub_url`")
 
+
+def _formatting(entry: dict[str, Any], where: str) -> str:
     formatting = entry.get("formatting", "alpaca")
     if formatting not in FORMATTINGS:
         raise ConfigError(f"{where}: unknown formatting `{formatting}` (use one of {', '.join(FORMATTINGS)})")
@@ -118,7 +134,11 @@ def get_dataset_attr(name: str, info: dict[str, Any], dataset_dir: str, media_di
             f"{where}: preference (`ranking`) datasets are not supported; DOPD needs prompts only, so an entry "
             "without `ranking` whose conversations end with the user turn works"
         )
+    return formatting
 
+
+def _columns(entry: dict[str, Any], formatting: str, where: str) -> dict[str, str]:
+    """The formatting's default columns, overridden by the entry's `columns` (unknown / unsupported keys refused)."""
     columns = dict(DEFAULT_COLUMNS[formatting])
     given_columns = entry.get("columns") or {}
     if not isinstance(given_columns, dict):
@@ -130,7 +150,11 @@ def get_dataset_attr(name: str, info: dict[str, Any], dataset_dir: str, media_di
             raise ConfigError(f"{where}: column `{key}`: {UNSUPPORTED_COLUMNS[key]}")
         if value:
             columns[key] = value
+    return columns
 
+
+def _tags(entry: dict[str, Any], formatting: str, where: str) -> dict[str, str]:
+    """The formatting's default tags, overridden by the entry's `tags` (unknown keys refused)."""
     tags = dict(DEFAULT_TAGS.get(formatting, {}))
     given_tags = entry.get("tags") or {}
     if not isinstance(given_tags, dict):
@@ -139,27 +163,19 @@ def get_dataset_attr(name: str, info: dict[str, Any], dataset_dir: str, media_di
         if key not in TAG_NAMES:
             raise ConfigError(f"{where}: unknown tag key `{key}` (known: {', '.join(TAG_NAMES)})")
         tags[key] = value
+    return tags
 
+
+def _privilege(entry: dict[str, Any], override: Optional[str], where: str) -> list[str]:
+    """Privilege processor names: the config's `privilege` override, else the entry's, else the default."""
     try:
-        if privilege_override:
-            privilege = parse_privilege_names(privilege_override)
-        elif "privilege" in entry:
-            privilege = parse_privilege_names(entry["privilege"])
-        else:
-            privilege = list(DEFAULT_PRIVILEGE)
+        if override:
+            return parse_privilege_names(override)
+        if "privilege" in entry:
+            return parse_privilege_names(entry["privilege"])
+        return list(DEFAULT_PRIVILEGE)
     except ValueError as err:
         raise ConfigError(f"{where}: {err}") from None
-
-    num_samples = entry.get("num_samples")
-    if num_samples is not None and (not isinstance(num_samples, int) or num_samples <= 0):
-        raise ConfigError(f"{where}: `num_samples` must be a positive integer")
-
-    return DatasetAttr(
-        name=name, load_from=load_from, path=path, formatting=formatting, subset=entry.get("subset"),
-        split=entry.get("split", "train"), folder=entry.get("folder"), num_samples=num_samples,
-        columns=columns, tags=tags, privilege=privilege,
-        media_dir=os.path.abspath(media_dir) if media_dir else dataset_dir,
-    )
 
 
 def get_dataset_attrs(data_args: Any, names: Union[str, Sequence[str], None] = None) -> list[DatasetAttr]:

@@ -11,6 +11,8 @@ from typing import Any, Optional
 
 from PIL import Image
 
+from dopd.hparams import DataArguments
+
 from .grounding import get_convention
 from .privilege import PROCESSORS, PrivilegeContext, processor_names
 from .sample import CanonicalSample
@@ -33,8 +35,6 @@ def build_views(
     if vision is None:
         vision = DefaultVision()
     if data_args is None:
-        from dopd.hparams import DataArguments
-
         data_args = DataArguments()
 
     loaded: dict[str, Image.Image] = {}

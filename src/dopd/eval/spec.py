@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Optional
 
+from dopd.data.registry import load_dataset_info
+
 from dopd.hparams import ConfigError
 
 from .extract import EXTRACTORS
@@ -60,8 +62,6 @@ def spec_from_entry(name: str, entry: Any, eval_args: Optional[EvalArguments] = 
 def resolve_specs(data_args: DataArguments, names: Iterable[str], eval_args: Optional[EvalArguments] = None
                   ) -> dict[str, EvalSpec]:
     """EvalSpec per dataset name, read from `data_args.dataset_dir`/dataset_info.json."""
-    from dopd.data.registry import load_dataset_info
-
     names = list(dict.fromkeys(names))
     if not names:
         return {}

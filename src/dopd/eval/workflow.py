@@ -23,7 +23,10 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import torch
 
-from dopd.hparams import ConfigError
+from dopd.data import build_views, load_dataset_samples
+from dopd.data.registry import load_dataset_info
+from dopd.hparams import ConfigError, load_config_dict, parse_config
+from dopd.model.loader import load_adapter, load_model
 from dopd.model.paths import resolve_model_path
 
 from .extract import clean_reference, extract_answer
@@ -108,8 +111,6 @@ def generate_records(model: torch.nn.Module, adapter: ModelAdapter, samples: Seq
                      rollout_args: Optional[RolloutArguments] = None, specs: Optional[dict[str, EvalSpec]] = None
                      ) -> list[dict[str, Any]]:
     """One record per sample with `eval_num_samples` decoded predictions; not yet scored."""
-    from dopd.data import build_views
-
     specs = specs or {}
     n = eval_args.eval_num_samples
     gen_kwargs = eval_generation_kwargs(eval_args, rollout_args)
@@ -265,9 +266,6 @@ def write_outputs(result: EvalResult, out_dir: str, eval_args: EvalArguments, se
 # ------------------------------------------------------------------------------------------------ dopd-cli eval
 def _load_eval_samples(data_args: DataArguments, names: list[str]) -> list[CanonicalSample]:
     """Registry samples; a missing local copy or an offline hub gets a hint naming the preparation command."""
-    from dopd.data import load_dataset_samples
-    from dopd.data.registry import load_dataset_info
-
     try:
         return load_dataset_samples(data_args, names)
     except ConfigError as err:
@@ -295,9 +293,6 @@ def _model_path(model_args: ModelArguments) -> str:
 def run_eval(config_path: Optional[str], overrides: Sequence[str] = ()) -> tuple[EvalResult, str, str]:
     """Parse the config, load the model and the eval datasets, evaluate, write outputs.
     Returns (result, predictions path, metrics path)."""
-    from dopd.hparams import load_config_dict, parse_config
-    from dopd.model import load_adapter, load_model
-
     cfg = parse_config(config_path, overrides, with_training=False)
     raw = load_config_dict(config_path, overrides)
     data_args, eval_args = cfg.data, cfg.evaluation

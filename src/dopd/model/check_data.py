@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Optional, Sequence
 
 from dopd.data.check import check_data
+from dopd.distill import DOPDLossConfig
 from dopd.hparams import DOPDConfig, ModelArguments, load_config_dict, parse_config_dict
 
 from .loader import load_adapter
@@ -33,8 +34,6 @@ def privilege_required(config: DOPDConfig, sft_view: Optional[str] = None) -> Op
     The same test the trainer applies: a routing table that scores the privileged student (every routed table: the
     gap A needs it), or one that scores the teacher while `teacher_sees_privileged` holds; stage sft with
     `sft_view=privileged` (`sft_view`: the key's value when the config was parsed without training arguments)."""
-    from dopd.distill import DOPDLossConfig
-
     stage = config.finetuning.stage
     if stage == "sft":
         view = config.training.sft_view if config.training is not None else sft_view

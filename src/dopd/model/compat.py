@@ -19,6 +19,8 @@ import hashlib
 import logging
 from typing import Any, Optional
 
+from dopd.hparams import ConfigError
+
 from .adapters.base import ModelAdapter
 
 logger = logging.getLogger(__name__)
@@ -117,8 +119,6 @@ def _logit_width(model: Any) -> Optional[int]:
 def check_compatibility(student: ModelAdapter, teacher: ModelAdapter, model_args: Any = None,
                         student_model: Any = None, teacher_model: Any = None) -> None:
     """Raise `dopd.hparams.ConfigError` (naming both models) when the teacher cannot score the student's tokens."""
-    from dopd.hparams import ConfigError
-
     names = f"student {student.name_or_path!r} and teacher {teacher.name_or_path!r}"
     diff = first_vocab_difference(student, teacher)
     if diff is not None:

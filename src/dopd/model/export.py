@@ -9,7 +9,11 @@ from typing import Any, Optional, Sequence
 
 from torch import nn
 
+from dopd.hparams import ConfigError, parse_config
+
 from .adapters.base import ModelAdapter
+from .loader import load_adapter, load_model
+from .paths import resolve_model_path
 
 logger = logging.getLogger(__name__)
 
@@ -18,7 +22,7 @@ def save_model_and_processor(model: nn.Module, adapter: ModelAdapter, out_dir: s
     """`save_pretrained` the model, the tokenizer and (VLMs) the processor, so `from_pretrained(out_dir)` works.
 
     A VLM processor saves under transformers' own class name and puts the base checkpoint's preprocessor,
-    video-preprocessor, chat-template and processor files back (`dopd.model.processors`), so stock
+    video-preprocessor, chat-template and processor files back (`dopd.model.adapters.qwen_vl.processors`), so stock
     `AutoProcessor` / `AutoImageProcessor` / `AutoTokenizer` load the folder like the base model."""
     os.makedirs(out_dir, exist_ok=True)
     model.save_pretrained(out_dir)
@@ -35,8 +39,6 @@ def save_model_and_processor(model: nn.Module, adapter: ModelAdapter, out_dir: s
 def base_from_adapter(adapter_dir: Optional[str]) -> str:
     """The base model a LoRA adapter was trained on: `base_model_name_or_path` of its `adapter_config.json` (peft
     writes it on save), for an export config that leaves `model_name_or_path` out."""
-    from dopd.hparams import ConfigError
-
     if not adapter_dir:
         raise ConfigError("`dopd-cli export` needs model_name_or_path (the base model) or adapter_name_or_path "
                           "(a LoRA folder whose adapter_config.json names its base)")
@@ -57,11 +59,6 @@ def export_model(model_args: Any, export_dir: Optional[str] = None) -> str:
 
     `model_name_or_path` takes `tiny:` names as training does; left out, it is read from the adapter's
     `adapter_config.json`."""
-    from dopd.hparams import ConfigError
-
-    from .loader import load_adapter, load_model
-    from .paths import resolve_model_path
-
     out_dir = export_dir or getattr(model_args, "export_dir", None)
     if not out_dir:
         raise ConfigError("export_dir is required for `dopd-cli export`")
@@ -82,8 +79,6 @@ def export_model(model_args: Any, export_dir: Optional[str] = None) -> str:
 
 
 def run_export_cli(config_path: Optional[str], overrides: Sequence[str]) -> int:
-    from dopd.hparams import parse_config
-
     cfg = parse_config(config_path, list(overrides), with_training=False)
     out = export_model(cfg.model)
     print(f"exported to {out}")

@@ -7,6 +7,8 @@ from typing import Any, Optional
 
 from torch import nn
 
+from dopd.hparams import ConfigError
+
 from .adapters.base import ModelAdapter
 
 logger = logging.getLogger(__name__)
@@ -31,8 +33,6 @@ def _freeze_vision(model: nn.Module, adapter: ModelAdapter, finetuning_args: Any
 
 def _apply_freeze(model: nn.Module, adapter: ModelAdapter, finetuning_args: Any) -> None:
     """Train only the last N (N > 0) or first |N| (N < 0) language-model blocks; VLM vision parts per flags."""
-    from dopd.hparams import ConfigError
-
     n = int(getattr(finetuning_args, "freeze_trainable_layers", 2))
     layers = adapter.decoder_layers(model)
     if n == 0 or abs(n) > len(layers):
@@ -58,8 +58,6 @@ def _apply_freeze(model: nn.Module, adapter: ModelAdapter, finetuning_args: Any)
 def lora_target_modules(model: nn.Module, adapter: ModelAdapter, lora_target: str) -> str:
     """peft `target_modules` regex: `all` = every linear layer in the LM blocks, or a comma list of leaf names;
     always restricted to the language model (vision towers reuse names such as `qkv`, `gate_proj`)."""
-    from dopd.hparams import ConfigError
-
     spec = (lora_target or "all").strip()
     if spec.lower() == "all":
         leaves = adapter.default_lora_targets(model)
@@ -97,8 +95,6 @@ def apply_finetuning(model: nn.Module, adapter: ModelAdapter, finetuning_args: A
                      training_args: Any = None) -> nn.Module:
     """Set `requires_grad` per `finetuning_type` (and wrap with peft for LoRA); enable gradient checkpointing
     when `training_args.gradient_checkpointing`. Returns the model to train (a PeftModel for LoRA)."""
-    from dopd.hparams import ConfigError
-
     ftype = str(getattr(finetuning_args, "finetuning_type", "full")).lower()
     gc = bool(getattr(training_args, "gradient_checkpointing", False)) if training_args is not None else False
     already = is_checkpointing(model)

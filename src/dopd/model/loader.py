@@ -7,9 +7,13 @@ import logging
 from typing import Any, Optional
 
 import torch
+import transformers
 from torch import nn
 
+from dopd.hparams import ConfigError
+
 from .adapters.base import ModelAdapter
+from .finetuning import apply_finetuning, disable_dropout, enable_checkpointing
 from .pretrained import hub_kwargs
 from .registry import get_adapter_class
 
@@ -21,8 +25,6 @@ _DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.
 
 def resolve_dtype(name: Optional[str]) -> Any:
     """'auto' (the checkpoint's dtype) | bfloat16 | float16 | float32 -> what `from_pretrained(dtype=)` takes."""
-    from dopd.hparams import ConfigError
-
     if name is None or str(name).lower() == "auto":
         return "auto"
     try:
@@ -41,12 +43,8 @@ def resolve_attn_implementation(name: Optional[str]) -> str:
 
 
 def load_config(name_or_path: str, model_args: Any = None) -> Any:
-    from transformers import AutoConfig
-
-    from dopd.hparams import ConfigError
-
     try:
-        return AutoConfig.from_pretrained(name_or_path, **hub_kwargs(model_args))
+        return transformers.AutoConfig.from_pretrained(name_or_path, **hub_kwargs(model_args))
     except (OSError, ValueError) as err:
         raise ConfigError(f"cannot load the model config of {name_or_path!r}: {err}") from None
 
@@ -67,10 +65,6 @@ def load_model(name_or_path: str, model_args: Any = None, adapter: Optional[Mode
     `requires_grad=False` everywhere). `role="student"`: dtype `torch_dtype`; `gradient_checkpointing` enables
     non-reentrant checkpointing. Student finetuning (full / freeze / LoRA) is applied by `apply_finetuning`.
     """
-    import transformers
-
-    from dopd.hparams import ConfigError
-
     if role not in ("student", "teacher"):
         raise ValueError(f"role must be 'student' or 'teacher', got {role!r}")
     is_teacher = role == "teacher"
@@ -91,15 +85,11 @@ def load_model(name_or_path: str, model_args: Any = None, adapter: Optional[Mode
     if is_teacher:
         freeze_model(model)
     elif gradient_checkpointing:
-        from .finetuning import enable_checkpointing
-
         enable_checkpointing(model)
     return model
 
 
 def freeze_model(model: nn.Module) -> nn.Module:
-    from .finetuning import disable_dropout
-
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -109,10 +99,6 @@ def freeze_model(model: nn.Module) -> nn.Module:
 def load_student(model_args: Any, finetuning_args: Any = None, training_args: Any = None
                  ) -> tuple[nn.Module, ModelAdapter]:
     """Student model (finetuning applied: full/freeze/LoRA, gradient checkpointing) and its adapter."""
-    from dopd.hparams import ConfigError
-
-    from .finetuning import apply_finetuning
-
     if not getattr(model_args, "model_name_or_path", None):
         raise ConfigError("model_name_or_path is required (the student)")
     adapter = load_adapter(model_args.model_name_or_path, model_args)
@@ -126,8 +112,6 @@ def load_student(model_args: Any, finetuning_args: Any = None, training_args: An
 
 def load_teacher(model_args: Any) -> tuple[nn.Module, ModelAdapter]:
     """Frozen teacher (own dtype: `teacher_torch_dtype`, default `torch_dtype`) and its adapter."""
-    from dopd.hparams import ConfigError
-
     path = getattr(model_args, "teacher_model_name_or_path", None)
     if not path:
         raise ConfigError("teacher_model_name_or_path is required")

@@ -9,16 +9,26 @@ Tokenizers: "qwen2" is the real Qwen2 tokenizer (vocabulary 151,936) from `<repo
 "bpe" is a small byte-level BPE trained here on a built-in corpus plus the family's special tokens (fast tests).
 The model's vocabulary is rounded up to a multiple of 64 (like real checkpoints), so logits are wider than the
 tokenizer.
+
+`resolve_tiny_name` serves the `tiny:<family>[:<size>[:<tokenizer>]]` model names (`dopd.model.paths.SCHEMES`):
+built once under `$DOPD_TINY_DIR` (default `models/tiny`), then loaded like any folder.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from dopd.hparams import ConfigError
+
+logger = logging.getLogger("dopd")
 
 FAMILIES = ("qwen2", "qwen3", "llama", "qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 VLM_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
@@ -291,3 +301,35 @@ def _save_image_processor(family: str, out: Path, tok: Any) -> None:
     tok_cfg["chat_template"] = tok.chat_template
     _write_json(tok_cfg_path, tok_cfg)
     (out / "chat_template.jinja").unlink(missing_ok=True)
+
+
+def tiny_root() -> str:
+    """The folder tiny models are built in: `$DOPD_TINY_DIR`, else `models/tiny` (relative to the working dir)."""
+    return os.environ.get("DOPD_TINY_DIR", os.path.join("models", "tiny"))
+
+
+def resolve_tiny_name(spec: str, role: str) -> str:
+    """The folder of `tiny:<spec>` (`<family>[:<size>[:<tokenizer>]]`; size defaults to `role`, tokenizer to
+    "bpe"): `<tiny_root>/<family>-<size>-<tokenizer>`, built on first use. Under several processes only local
+    rank 0 builds (save_pretrained writes weights on the main process only); the others wait for it."""
+    parts = spec.split(":")
+    family = parts[0]
+    size = parts[1] if len(parts) > 1 else ("teacher" if role == "teacher" else "student")
+    tokenizer = parts[2] if len(parts) > 2 else "bpe"
+    out_dir = os.path.join(tiny_root(), f"{family}-{size}-{tokenizer}")
+    ready = os.path.join(out_dir, "dopd_tiny.json")  # written last by build_tiny_model
+    if int(os.environ.get("LOCAL_RANK", "0")) != 0:
+        deadline = time.monotonic() + 600
+        while not os.path.isfile(ready):
+            if time.monotonic() > deadline:
+                raise ConfigError(f"timed out waiting for local rank 0 to build {out_dir}")
+            time.sleep(0.5)
+    elif not os.path.isfile(ready):
+        logger.info("building tiny %s %s model (%s tokenizer) in %s", family, size, tokenizer, out_dir)
+        private = f"{out_dir}.building-{os.getpid()}"
+        build_tiny_model(family, private, size=size, tokenizer=tokenizer)
+        try:
+            os.rename(private, out_dir)  # atomic: a reader never sees a half-written folder
+        except OSError:  # another job finished first; the build is deterministic
+            shutil.rmtree(private, ignore_errors=True)
+    return out_dir

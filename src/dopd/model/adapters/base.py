@@ -305,7 +305,17 @@ class ModelAdapter:
                                ) -> tuple[list[list[int]], Optional[list[list[float]]]]:
         """`generate`, plus the log-probability of each kept token under the logits seen while sampling
         (raw logits, before temperature / top-k / top-p processing)."""
-        return generation.generate_with_logprobs(self, model, batch, return_logprobs, **gen_kwargs)
+        kw = dict(gen_kwargs)
+        extra = {key: kw.pop(key) for key in ("logits_processor", "stopping_criteria") if key in kw}
+        inputs = self.model_inputs(model, batch)
+        if return_logprobs:
+            kw.update(return_dict_in_generate=True, output_logits=True)
+        try:
+            return generation.generate_with_logprobs(
+                model, self.unwrap(model), inputs, self.generation_config_for(kw), stop_ids=self.stop_token_ids,
+                vocab_size=self.vocab_size, return_logprobs=return_logprobs, extra=extra)
+        finally:
+            self.reset_state(model)
 
     def forward_logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Logits [B, T, V_model] (V_model may exceed `vocab_size`: slice `[..., :adapter.vocab_size]`)."""

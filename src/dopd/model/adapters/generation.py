@@ -1,20 +1,19 @@
 """Sampling responses with `model.generate`: our generation config, padded-vocab masking, stop-token cuts and the
 log-probabilities of the sampled tokens.
 
-Generation runs on a `collate_prompts` batch (left padded, see `batching`); the adapter supplies the family's
-model inputs (`ModelAdapter.model_inputs`) and token ids.
+Plain functions of plain values (a model, a batch ready for it, a `GenerationConfig`, token ids): the adapter
+(`ModelAdapter.generate_with_logprobs`) prepares the family's model inputs and ids and calls in; nothing here calls
+back into the adapter. Generation runs on a `collate_prompts` batch (left padded, see `batching`).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Iterable, Optional
+from typing import Any, Iterable, Optional
 
 import torch
 from torch import nn
-
-if TYPE_CHECKING:
-    from .base import ModelAdapter
+from transformers import GenerationConfig, LogitsProcessorList
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +42,6 @@ def build_generation_config(gen_kwargs: dict[str, Any], *, stop_ids: list[int], 
     neutral (temperature 1, top_p 1, no top-k, no penalty), so a sample is a sample of the model's own
     distribution. `suppressed` ids are added to `suppress_tokens`.
     """
-    from transformers import GenerationConfig
-
     kw = dict(gen_kwargs)
     do_sample = bool(kw.pop("do_sample", False))
     settings: dict[str, Any] = {"do_sample": do_sample, "num_beams": 1, "use_cache": kw.pop("use_cache", True)}
@@ -88,21 +85,16 @@ def log_generation_settings(name: str, config: Any, checkpoint: Any, seen: set[s
                 f"{', '.join(f'{k}={v}' for k, v in sorted(ignored.items()))}" if ignored else "")
 
 
-def generate_call_kwargs(adapter: ModelAdapter, model: nn.Module, gen_kwargs: dict[str, Any]) -> dict[str, Any]:
-    """`generate` arguments: `generation_config` (ours alone, see `build_generation_config`) + logits processors."""
-    kw = dict(gen_kwargs)
-    call: dict[str, Any] = {}
-    for key in ("logits_processor", "stopping_criteria"):
-        if key in kw:
-            call[key] = kw.pop(key)
-    call["generation_config"] = adapter.generation_config_for(kw)
-    width = adapter.unwrap(model).get_output_embeddings().weight.shape[0]
-    if width > adapter.vocab_size:
+def generate_call_kwargs(generation_config: Any, logit_width: int, vocab_size: int,
+                         extra: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """`generate` arguments: `generation_config` (ours alone, see `build_generation_config`), the caller's
+    `logits_processor` / `stopping_criteria` (`extra`), and a mask over logit rows beyond the tokenizer."""
+    call: dict[str, Any] = dict(extra or {})
+    call["generation_config"] = generation_config
+    if logit_width > vocab_size:
         # logit rows beyond the tokenizer are padding: never sample them
-        from transformers import LogitsProcessorList
-
         procs = LogitsProcessorList(call.pop("logits_processor", None) or [])
-        procs.append(MaskPaddedVocab(adapter.vocab_size))
+        procs.append(MaskPaddedVocab(vocab_size))
         call["logits_processor"] = procs
     return call
 
@@ -122,20 +114,20 @@ def cut_responses(new_tokens: torch.Tensor, stop_ids: Iterable[int]) -> list[lis
 
 
 @torch.no_grad()
-def generate_with_logprobs(adapter: ModelAdapter, model: nn.Module, batch: dict[str, torch.Tensor],
-                           return_logprobs: bool = True, **gen_kwargs: Any
+def generate_with_logprobs(model: nn.Module, base: nn.Module, batch: dict[str, torch.Tensor], generation_config: Any,
+                           *, stop_ids: Iterable[int], vocab_size: int, return_logprobs: bool = True,
+                           extra: Optional[dict[str, Any]] = None
                            ) -> tuple[list[list[int]], Optional[list[list[float]]]]:
-    """See `ModelAdapter.generate_with_logprobs`."""
-    batch = adapter.model_inputs(model, batch)
-    gen_kwargs = dict(gen_kwargs)
-    if return_logprobs:
-        gen_kwargs.update(return_dict_in_generate=True, output_logits=True)
-    kw = generate_call_kwargs(adapter, model, gen_kwargs)
+    """Sample from `model` (`base`: the transformers model under its wrappers) on `batch` (already the model's
+    inputs: on its device, multimodal tensors included) with `generation_config`; each response cut after its
+    first stop token. With `return_logprobs` the config must ask for `return_dict_in_generate` and `output_logits`;
+    the log-probabilities are those of the raw logits seen while sampling. `extra`: `logits_processor` /
+    `stopping_criteria` passed on to `generate`."""
+    kw = generate_call_kwargs(generation_config, base.get_output_embeddings().weight.shape[0], vocab_size, extra)
     was_training = model.training
     model.eval()  # sample from the policy without dropout; also lets gradient-checkpointed models use the cache
     # transformers fills every field our config leaves unset from `model.generation_config` (the checkpoint's
     # file): for the duration of the call, the model's own config is ours too
-    base = adapter.unwrap(model)
     saved = getattr(base, "generation_config", None)
     base.generation_config = kw["generation_config"]
     try:
@@ -143,10 +135,9 @@ def generate_with_logprobs(adapter: ModelAdapter, model: nn.Module, batch: dict[
     finally:
         base.generation_config = saved
         model.train(was_training)
-        adapter.reset_state(model)
     sequences = out.sequences if return_logprobs else out
     plen = batch["input_ids"].shape[1]
-    responses = cut_responses(sequences[:, plen:].cpu(), adapter.stop_token_ids)
+    responses = cut_responses(sequences[:, plen:].cpu(), stop_ids)
     if not return_logprobs:
         return responses, None
     logps: list[list[float]] = []

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from PIL import Image
+from transformers import AutoTokenizer
+
+from dopd.hparams import ConfigError
+
 from ..pretrained import hub_kwargs, load_generation_config
 from .base import ModelAdapter
 
@@ -18,8 +23,6 @@ class TextAdapter(ModelAdapter):
     def load_image(self, path: Any) -> Any:
         """Text models never see images (their prompts drop them); opened as RGB only so the data layer can
         build views for a text-only teacher."""
-        from PIL import Image
-
         if isinstance(path, Image.Image):
             return path.convert("RGB")
         with Image.open(path) as image:
@@ -27,10 +30,6 @@ class TextAdapter(ModelAdapter):
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, config: Any, model_args: Any = None) -> TextAdapter:
-        from transformers import AutoTokenizer
-
-        from dopd.hparams import ConfigError
-
         kw = hub_kwargs(model_args)
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kw)
         if not getattr(tokenizer, "chat_template", None):

@@ -8,15 +8,19 @@ from typing import Any, Optional, Sequence
 
 import torch
 from torch import nn
+from transformers import AutoTokenizer
 
-from ..pretrained import hub_kwargs, load_generation_config
-from ..processors import (
+from dopd.data.vision import open_rgb
+from dopd.hparams import ConfigError
+
+from ...pretrained import hub_kwargs, load_generation_config
+from ..base import ModelAdapter
+from ..prompt import IMAGE_PLACEHOLDER, count_images, split_image_placeholders
+from .processors import (
     base_processor_files, build_image_only_processor, checkpoint_pixel_bounds, load_image_processor,
     read_processor_chat_template,
 )
-from ..vision_utils import default_crop_min_pixels, default_min_image_size, fetch_image
-from .base import ModelAdapter
-from .prompt import IMAGE_PLACEHOLDER, count_images, split_image_placeholders
+from .vision_utils import default_crop_min_pixels, default_min_image_size, fetch_image
 
 logger = logging.getLogger(__name__)
 
@@ -24,8 +28,6 @@ logger = logging.getLogger(__name__)
 def _resolve_bounds(name_or_path: str, model_args: Any, checkpoint: tuple[int, int]) -> tuple[int, int]:
     """`image_min_pixels` / `image_max_pixels` when set, else the checkpoint's own bounds. A configured maximum
     below the checkpoint's minimum lowers the minimum to it (small demo bounds set only the maximum)."""
-    from dopd.hparams import ConfigError
-
     set_min = getattr(model_args, "image_min_pixels", None)
     set_max = getattr(model_args, "image_max_pixels", None)
     lo = int(set_min) if set_min else checkpoint[0]
@@ -58,10 +60,6 @@ class QwenVLAdapter(ModelAdapter):
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, config: Any, model_args: Any = None) -> QwenVLAdapter:
-        from transformers import AutoTokenizer
-
-        from dopd.hparams import ConfigError
-
         kw = hub_kwargs(model_args)
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kw)
         base_files = base_processor_files(name_or_path, **kw)
@@ -120,8 +118,6 @@ class QwenVLAdapter(ModelAdapter):
     def load_image(self, path: Any) -> Any:
         """PIL RGB image resized exactly as the processor will see it (qwen-vl-utils `fetch_image`); files are
         opened with their EXIF orientation applied (`dopd.data.vision.open_rgb`)."""
-        from dopd.data.vision import open_rgb
-
         if isinstance(path, os.PathLike):
             path = os.fspath(path)
         if isinstance(path, str) and not path.startswith(("http://", "https://", "data:image")):
