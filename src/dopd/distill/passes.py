@@ -146,12 +146,12 @@ def chunk_losses(
         every = sel.numel() == n
         row_fn = targets[target]
         target_rows = rows if every else sel + rows.start
-        if div.endswith("_topk") and config.top_k < vocab:
+        if div.endswith("_topk") and config.distill_top_k < vocab:
             # gather the K entries straight from the chunk's rows: no [rows, V] copy of the student, and the
             # target's [rows, V] is released before the backward
             if config.topk_support == "student":
                 if student_topk is None:
-                    student_topk = s_logp.topk(config.top_k, dim=-1, sorted=False).indices
+                    student_topk = s_logp.topk(config.distill_top_k, dim=-1, sorted=False).indices
                 idx = student_topk if every else student_topk[sel]
                 if config.topk_renormalize and isinstance(row_fn, HeadRows):
                     # renormalised on the student's support, the target's normaliser over V cancels: its logits
@@ -159,15 +159,15 @@ def chunk_losses(
                     # below LOG_FLOOR, which finite heads do not reach)
                     with torch.no_grad():
                         t_in = row_fn.columns(target_rows, idx)
-                        if config.temperature != 1.0:
-                            t_in = t_in / config.temperature
+                        if config.distill_temperature != 1.0:
+                            t_in = t_in / config.distill_temperature
                 else:
                     with torch.no_grad():
-                        t_in = log_probs(row_fn(target_rows), config.temperature).gather(1, idx)
+                        t_in = log_probs(row_fn(target_rows), config.distill_temperature).gather(1, idx)
             else:
                 with torch.no_grad():
-                    t_logp = log_probs(row_fn(target_rows), config.temperature)
-                    idx = t_logp.topk(config.top_k, dim=-1, sorted=False).indices
+                    t_logp = log_probs(row_fn(target_rows), config.distill_temperature)
+                    idx = t_logp.topk(config.distill_top_k, dim=-1, sorted=False).indices
                     t_in = t_logp.gather(1, idx)
                     del t_logp
             where = ((torch.arange(n, device=s_logp.device) if every else sel).unsqueeze(1), idx)
@@ -180,12 +180,12 @@ def chunk_losses(
         else:
             where = None
             with torch.no_grad():
-                t_logp = log_probs(row_fn(target_rows), config.temperature)
+                t_logp = log_probs(row_fn(target_rows), config.distill_temperature)
             s_in = (s_logp if every else s_logp[sel]).detach()
             with torch.enable_grad():
                 if want_grad:
                     s_in.requires_grad_(True)
-                val = divergence(div, s_in, t_logp, labels if every else labels[sel], top_k=config.top_k,
+                val = divergence(div, s_in, t_logp, labels if every else labels[sel], top_k=config.distill_top_k,
                                  topk_support=config.topk_support, topk_renormalize=config.topk_renormalize)
             del t_logp
         with torch.enable_grad():
@@ -236,7 +236,7 @@ def loss_pass(
     """Run pass 2 chunk by chunk; hand each chunk's logit-row gradients to `sink` (None: values only)."""
     per_tok = torch.zeros(n, dtype=torch.float32, device=device)
     entropy = torch.zeros(n, dtype=torch.float32, device=device)
-    tau = config.temperature
+    tau = config.distill_temperature
     for start in range(0, n, chunk):
         end = min(n, start + chunk)
         rows = slice(start, end)
