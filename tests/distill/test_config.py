@@ -73,3 +73,18 @@ def test_bad_scope_is_an_error_naming_the_key():
         DOPDLossConfig(routing_scope="epoch")
     with pytest.raises(ConfigError, match="routing_scope"):
         DOPDLossConfig.from_args(DistillArguments(routing_scope="epoch"), "dopd")
+
+
+def test_the_objective_imports_without_transformers():
+    """distill/config.py imports `dopd.hparams` (ConfigError) at module level; the training arguments, which import
+    transformers, stay a function-local import there, so the pure-tensor objective does not pull transformers in."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    code = "import sys, dopd.distill, dopd.hparams; print(sorted(m for m in sys.modules if m.startswith('transformers')))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -27,7 +27,7 @@ from .passes import HeadRows, RoutingPass, routing_pass
 from .routing import Thresholds
 
 LMHead = Union[torch.nn.Module, Tensor]
-_W_BLOCK_ROWS = 16384  # vocabulary rows per low-precision weight-gradient product (see the sink below)
+_W_BLOCK_ROWS = 16384  # vocabulary rows per low-precision weight-gradient product (see _HeadGradSink)
 
 
 def _weight_bias(head: LMHead, name: str) -> tuple[Tensor, Optional[Tensor]]:
