@@ -70,7 +70,7 @@ def test_objective_with_one_full_divergence_equals_trl(beta, divergence):
     jsd = _generalized_jsd_loss()
     student, teacher, labels = _logits(seed=2)
     table = {r: [["teacher", divergence, 1.0]] for r in ("HT", "HS", "LH", "LL")}
-    cfg = DOPDLossConfig(preset="vanilla_opd_full_rkl", table=table, aggregation="token")
+    cfg = DOPDLossConfig(preset="vanilla_opd_full_rkl", routing_table=table, loss_aggregation="token")
     s1 = student.clone().float().requires_grad_(True)
     s2 = student.clone().float().requires_grad_(True)
     theirs = jsd(s1, teacher.float(), labels=labels, beta=beta)

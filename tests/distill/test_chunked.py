@@ -61,7 +61,7 @@ def assert_same(a, b):
 @pytest.mark.parametrize("chunk", [1, 4, 7, None])
 def test_chunked_equals_unchunked(chunk):
     data = make_hidden()
-    cfg = DOPDLossConfig(top_k=8)
+    cfg = DOPDLossConfig(distill_top_k=8)
     assert_same(by_logits(*data, cfg), by_hidden(*data, cfg, chunk))
 
 
@@ -73,14 +73,14 @@ def test_chunked_equals_unchunked_for_presets(preset, drop):
         h_p = None
     if drop == "teacher":
         h_t = head_t = None
-    cfg = DOPDLossConfig(top_k=8, preset=preset, aggregation="token")
+    cfg = DOPDLossConfig(distill_top_k=8, preset=preset, loss_aggregation="token")
     data = (h_s, h_p, h_t, head_s, head_t, labels)
     assert_same(by_logits(*data, cfg), by_hidden(*data, cfg, 5))
 
 
 def test_bias_padded_teacher_vocabulary_and_pruning():
     data = make_hidden(seed=2, v_teacher=V + 8, bias=True)
-    cfg = DOPDLossConfig(top_k=8, prune_mode="top", prune_fraction=0.2, temperature=1.3)
+    cfg = DOPDLossConfig(distill_top_k=8, prune_mode="top", prune_fraction=0.2, distill_temperature=1.3)
     a, b = by_logits(*data, cfg), by_hidden(*data, cfg, 6)
     assert_same(a, b)
     assert b[1][2] is not None and b[1][2].abs().sum() > 0  # bias gradient
@@ -89,7 +89,7 @@ def test_bias_padded_teacher_vocabulary_and_pruning():
 
 def test_lm_head_as_weight_tensor_and_frozen():
     h_s, h_p, h_t, head_s, head_t, labels = make_hidden(seed=3)
-    cfg = DOPDLossConfig(top_k=8)
+    cfg = DOPDLossConfig(distill_top_k=8)
     (ref_out, (ref_gh, _, _)) = by_logits(h_s, h_p, h_t, head_s, head_t, labels, cfg)
     w = head_s.weight.detach()  # frozen: no weight gradient
     h = h_s.clone().requires_grad_(True)
@@ -107,7 +107,8 @@ def test_only_student_side_gets_gradient():
     h_s, h_p, h_t, head_s, head_t, labels = make_hidden(seed=4)
     h_p.requires_grad_(True)
     h_t.requires_grad_(True)
-    out = dopd_loss_from_hidden(h_s.requires_grad_(True), h_p, h_t, labels, head_s, head_t, DOPDLossConfig(top_k=8), 5)
+    out = dopd_loss_from_hidden(h_s.requires_grad_(True), h_p, h_t, labels, head_s, head_t,
+                                DOPDLossConfig(distill_top_k=8), 5)
     out.loss.backward()
     assert h_p.grad is None and h_t.grad is None and head_t.weight.grad is None
     assert h_s.grad.abs().sum() > 0 and head_s.weight.grad.abs().sum() > 0
@@ -115,7 +116,7 @@ def test_only_student_side_gets_gradient():
 
 def test_bf16_hidden_path_is_finite_and_close():
     h_s, h_p, h_t, head_s, head_t, labels = make_hidden(seed=5)
-    cfg = DOPDLossConfig(top_k=8)
+    cfg = DOPDLossConfig(distill_top_k=8)
     ref_out, _ = by_hidden(h_s, h_p, h_t, head_s, head_t, labels, cfg, 4)
     head_s, head_t = head_s.to(torch.bfloat16), head_t.to(torch.bfloat16)
     h = h_s.to(torch.bfloat16).requires_grad_(True)
@@ -129,7 +130,7 @@ def test_bf16_hidden_path_is_finite_and_close():
 
 def test_no_grad_mode_gives_values_only():
     data = make_hidden(seed=6)
-    cfg = DOPDLossConfig(top_k=8)
+    cfg = DOPDLossConfig(distill_top_k=8)
     ref_out, _ = by_logits(*data, cfg)
     with torch.no_grad():
         out = dopd_loss_from_hidden(data[0], data[1], data[2], data[5], data[3], data[4], config=cfg, chunk_size=5)
@@ -173,7 +174,7 @@ def test_peak_memory_of_a_chunk_does_not_grow_with_tokens():
         labels = torch.randint(0, vocab, (1, tokens), generator=g)
         h0 = h[0].requires_grad_(True)
         with Largest() as mode:
-            out = dopd_loss_from_hidden(h0, h[1], h[2], labels, w, w.detach(), DOPDLossConfig(top_k=8),
+            out = dopd_loss_from_hidden(h0, h[1], h[2], labels, w, w.detach(), DOPDLossConfig(distill_top_k=8),
                                         chunk_size=chunk)
             out.loss.backward()
         sizes[tokens] = mode.largest
@@ -182,7 +183,8 @@ def test_peak_memory_of_a_chunk_does_not_grow_with_tokens():
 
 def test_second_backward_is_refused_clearly():
     h_s, h_p, h_t, head_s, head_t, labels = make_hidden(seed=7)
-    out = dopd_loss_from_hidden(h_s.requires_grad_(True), h_p, h_t, labels, head_s, head_t, DOPDLossConfig(top_k=8))
+    out = dopd_loss_from_hidden(h_s.requires_grad_(True), h_p, h_t, labels, head_s, head_t,
+                                DOPDLossConfig(distill_top_k=8))
     out.loss.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="backward ran twice"):
         out.loss.backward()
@@ -293,7 +295,7 @@ def test_topk_terms_score_targets_only_at_the_students_support():
     from dopd.distill import routing_pass_from_hidden
 
     h_s, h_p, h_t, head_s, head_t, labels = make_hidden(seed=3)
-    cfg = DOPDLossConfig(top_k=8)
+    cfg = DOPDLossConfig(distill_top_k=8)
     n = int((labels != -100).sum())
     routing = routing_pass_from_hidden(h_p, h_t, labels, head_s, head_t)
     box = {}
@@ -309,7 +311,8 @@ def test_topk_terms_score_targets_only_at_the_students_support():
     assert_same(by_logits(h_s, h_p, h_t, head_s, head_t, labels, cfg), by_hidden(h_s, h_p, h_t, head_s, head_t,
                                                                                  labels, cfg, 5))
     # a support chosen by the target, or raw (unrenormalised) probabilities, need the target's whole row
-    for other in (DOPDLossConfig(top_k=8, topk_support="target"), DOPDLossConfig(top_k=8, topk_renormalize=False)):
+    for other in (DOPDLossConfig(distill_top_k=8, topk_support="target"),
+                  DOPDLossConfig(distill_top_k=8, topk_renormalize=False)):
         full = _vocab_rows(lambda: dopd_loss_from_hidden(h_s, h_p, h_t, labels, head_s, head_t, config=other,
                                                          chunk_size=5, routing=routing))
         assert full == 2 * n

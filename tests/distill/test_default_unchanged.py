@@ -57,7 +57,7 @@ def compute() -> dict[str, object]:
 
 def _compute() -> dict[str, object]:
     x = _inputs()
-    cfg = DOPDLossConfig(top_k=8)
+    cfg = DOPDLossConfig(distill_top_k=8)
     out: dict[str, object] = {}
     for thr_name, thr in (("own", None), ("given", Thresholds(gap=0.9, q_s=0.05, q_t=0.04))):
         z = x["student"].clone().requires_grad_(True)

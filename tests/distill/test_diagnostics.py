@@ -132,14 +132,15 @@ def _assert_close(metrics, expected):
 
 
 @pytest.mark.parametrize("preset,extra", [("dopd", {}), ("uniform_dual", {}), ("ablate_no_student", {}),
-                                          ("vanilla_opd", {"prune_mode": "top"}), ("dopd", {"temperature": 0.7})])
+                                          ("vanilla_opd", {"prune_mode": "top"}),
+                                          ("dopd", {"distill_temperature": 0.7})])
 def test_objective_logs_the_diagnostics_of_its_own_gradient(preset, extra):
     student, priv, teacher, labels = _batch()
-    cfg = DOPDLossConfig(preset=preset, top_k=4, **extra)
+    cfg = DOPDLossConfig(preset=preset, distill_top_k=4, **extra)
     s = student.clone().requires_grad_(True)
     out = dopd_loss(s, priv, teacher, labels, cfg, chunk_size=5)
     (grad,) = torch.autograd.grad(out.per_token_loss.sum(), s)  # row n: d L_n / d z_n
-    expected = _brute_force(student, priv, teacher, labels, out, grad, cfg.temperature)
+    expected = _brute_force(student, priv, teacher, labels, out, grad, cfg.distill_temperature)
     _assert_close(out.metrics, expected)
     assert expected["all/teacher_rejected_frac"] > 0  # the batch exercises the statistic
     if preset == "ablate_no_student":  # HS and LL get no loss: no gradient, no agreement to measure
@@ -153,7 +154,7 @@ def test_hidden_path_logs_the_same_diagnostics():
     w_s, w_t = torch.randn(V, H), torch.randn(V, H)
     labels = torch.randint(0, V, (B, T))
     labels[1, 6:] = -100
-    cfg = DOPDLossConfig(top_k=5)
+    cfg = DOPDLossConfig(distill_top_k=5)
     hs_ = hs.clone().requires_grad_(True)
     out_h = dopd_loss_from_hidden(hs_, hp, ht, labels, w_s, w_t, cfg, chunk_size=4)
     out_l = dopd_loss((hs @ w_s.T).requires_grad_(True), hp @ w_s.T, ht @ w_t.T, labels, cfg, chunk_size=7)

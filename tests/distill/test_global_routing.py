@@ -18,7 +18,7 @@ def _worker(rank, init_file, out_file):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     try:
         s, p, t, labels = _data(rank)
-        out = dopd_loss(s, p, t, labels, DOPDLossConfig(top_k=4, routing_scope="global"))
+        out = dopd_loss(s, p, t, labels, DOPDLossConfig(distill_top_k=4, routing_scope="global"))
         if rank == 0:
             torch.save({k: out.metrics[k] for k in ("threshold/gap", "threshold/q_s", "threshold/q_t")}, out_file)
         dist.barrier()

@@ -22,8 +22,9 @@ def make_batch(B=3, T=6, V=12, seed=0, v_teacher=None, ignore=True):
 def run_reference(student, priv, teacher, labels, table, cfg: DOPDLossConfig, keep=None):
     return ref.reference(
         student.tolist(), None if priv is None else priv.tolist(), None if teacher is None else teacher.tolist(),
-        labels.tolist(), table, top_k=cfg.top_k, trim=cfg.trim, temperature=cfg.temperature,
-        aggregation=cfg.aggregation, support=cfg.topk_support, renormalize=cfg.topk_renormalize, keep=keep,
+        labels.tolist(), table, top_k=cfg.distill_top_k, trim=cfg.trim_fraction,
+        temperature=cfg.distill_temperature, aggregation=cfg.loss_aggregation, support=cfg.topk_support,
+        renormalize=cfg.topk_renormalize, keep=keep,
     )
 
 
@@ -40,15 +41,15 @@ def assert_matches(out, expected, labels):
     "overrides",
     [
         {},
-        {"aggregation": "token"},
-        {"temperature": 0.8},
+        {"loss_aggregation": "token"},
+        {"distill_temperature": 0.8},
         {"topk_support": "target", "topk_renormalize": False},
-        {"top_k": 12},
-        {"trim": 0.0, "beta_l": 0.5, "beta_w": 0.1},
+        {"distill_top_k": 12},
+        {"trim_fraction": 0.0, "beta_l": 0.5, "beta_w": 0.1},
     ],
 )
 def test_matches_reference(overrides):
-    cfg = DOPDLossConfig(top_k=overrides.pop("top_k", 4), **overrides)
+    cfg = DOPDLossConfig(distill_top_k=overrides.pop("distill_top_k", 4), **overrides)
     student, priv, teacher, labels = make_batch()
     out = dopd_loss(student, priv, teacher, labels, cfg)
     expected = run_reference(student, priv, teacher, labels, ref.paper_table(cfg.beta_l, cfg.beta_w), cfg)
@@ -58,15 +59,16 @@ def test_matches_reference(overrides):
 
 def test_defaults_are_the_papers():
     cfg = DOPDLossConfig()
-    assert (cfg.top_k, cfg.beta_l, cfg.beta_w, cfg.trim, cfg.temperature, cfg.aggregation) == (
+    assert (cfg.distill_top_k, cfg.beta_l, cfg.beta_w, cfg.trim_fraction, cfg.distill_temperature,
+            cfg.loss_aggregation) == (
         128, 0.6, 0.3, 0.05, 1.0, "sequence")
     assert (cfg.topk_support, cfg.topk_renormalize, cfg.preset) == ("student", True, "dopd")
 
 
 def test_aggregation_sequence_versus_token_by_hand():
     student, priv, teacher, labels = make_batch()
-    seq = dopd_loss(student, priv, teacher, labels, DOPDLossConfig(top_k=4))
-    tok = dopd_loss(student, priv, teacher, labels, DOPDLossConfig(top_k=4, aggregation="token"))
+    seq = dopd_loss(student, priv, teacher, labels, DOPDLossConfig(distill_top_k=4))
+    tok = dopd_loss(student, priv, teacher, labels, DOPDLossConfig(distill_top_k=4, loss_aggregation="token"))
     valid = (labels != -100).double()
     pt = seq.per_token_loss.double()
     per_seq = pt.sum(1) / valid.sum(1)  # sequences of 4, 6, 4 valid tokens
@@ -78,7 +80,7 @@ def test_aggregation_sequence_versus_token_by_hand():
 def test_gradient_matches_finite_differences_of_the_reference():
     student, priv, teacher, labels = make_batch(B=2, T=3, V=6, seed=3, ignore=False)
     labels[1, 2] = -100
-    cfg = DOPDLossConfig(top_k=3)
+    cfg = DOPDLossConfig(distill_top_k=3)
     table = ref.paper_table()
     z = student.clone().requires_grad_(True)
     dopd_loss(z, priv, teacher, labels, cfg).loss.backward()
@@ -98,7 +100,7 @@ def test_gradient_matches_finite_differences_of_the_reference():
 def test_gradient_reaches_only_the_student():
     student, priv, teacher, labels = make_batch()
     s, p, t = (x.clone().requires_grad_(True) for x in (student, priv, teacher))
-    out = dopd_loss(s, p, t, labels, DOPDLossConfig(top_k=4))
+    out = dopd_loss(s, p, t, labels, DOPDLossConfig(distill_top_k=4))
     out.loss.backward()
     assert p.grad is None and t.grad is None
     assert s.grad is not None and s.grad.abs().sum() > 0
@@ -107,7 +109,7 @@ def test_gradient_reaches_only_the_student():
 
 def test_per_token_loss_is_differentiable():
     student, priv, teacher, labels = make_batch()
-    cfg = DOPDLossConfig(top_k=4, aggregation="token")
+    cfg = DOPDLossConfig(distill_top_k=4, loss_aggregation="token")
     a = student.clone().requires_grad_(True)
     out = dopd_loss(a, priv, teacher, labels, cfg)
     out.loss.backward()
@@ -127,7 +129,7 @@ def test_chunk_size_does_not_change_the_result():
     outs = []
     for chunk in (1, 5, None):
         z = student.clone().requires_grad_(True)
-        out = dopd_loss(z, priv, teacher, labels, DOPDLossConfig(top_k=4), chunk_size=chunk)
+        out = dopd_loss(z, priv, teacher, labels, DOPDLossConfig(distill_top_k=4), chunk_size=chunk)
         out.loss.backward()
         outs.append((out.loss.detach(), z.grad))
     for loss, grad in outs[1:]:
@@ -144,7 +146,7 @@ def test_bf16_inputs_and_masked_vocabulary_stay_finite():
     z = student.to(torch.bfloat16).requires_grad_(True)
     for preset in ("dopd", "ablate_full_vocab_everywhere", "vanilla_opd", "uniform_dual"):
         out = dopd_loss(z, priv.to(torch.bfloat16), teacher.to(torch.bfloat16), labels,
-                        DOPDLossConfig(top_k=4, preset=preset))
+                        DOPDLossConfig(distill_top_k=4, preset=preset))
         (g,) = torch.autograd.grad(out.loss, z)
         assert out.loss.dtype == torch.float32
         assert torch.isfinite(out.loss) and torch.isfinite(out.per_token_loss).all(), preset
@@ -158,14 +160,14 @@ def test_float32_masked_vocabulary_matches_reference():
         x[..., 8:] = float("-inf")
     labels = labels % 8
     labels[0, :2] = -100
-    cfg = DOPDLossConfig(top_k=4)
+    cfg = DOPDLossConfig(distill_top_k=4)
     out = dopd_loss(student, priv, teacher, labels, cfg)
     assert_matches(out, run_reference(student, priv, teacher, labels, ref.paper_table(), cfg), labels)
 
 
 def test_padded_teacher_vocabulary_is_sliced():
     student, priv, teacher, labels = make_batch(v_teacher=15)
-    cfg = DOPDLossConfig(top_k=4)
+    cfg = DOPDLossConfig(distill_top_k=4)
     out = dopd_loss(student, priv, teacher, labels, cfg)
     sliced = dopd_loss(student, priv, teacher[..., :12].contiguous(), labels, cfg)
     assert torch.equal(out.per_token_loss, sliced.per_token_loss)
@@ -195,7 +197,7 @@ def test_input_errors():
 
 def test_metrics_are_flat_floats():
     student, priv, teacher, labels = make_batch()
-    out = dopd_loss(student, priv, teacher, labels, DOPDLossConfig(top_k=4))
+    out = dopd_loss(student, priv, teacher, labels, DOPDLossConfig(distill_top_k=4))
     expected = {f"{r}/{m}" for r in REGIMES for m in ("token_frac", "mean_gap", "mean_loss")}
     expected |= {"student_entropy", "threshold/gap", "threshold/q_s", "threshold/q_t"}
     assert expected <= set(out.metrics)

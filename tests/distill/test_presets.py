@@ -46,7 +46,7 @@ def test_every_preset_is_documented_here():
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_preset_routes_as_documented(name):
-    cfg = DOPDLossConfig(preset=name, top_k=4)
+    cfg = DOPDLossConfig(preset=name, distill_top_k=4)
     assert (cfg.needs_teacher, cfg.needs_privileged_student) == NEEDS.get(name, (True, True))
     student, priv, teacher, labels = make_batch(seed=11)
     z = student.clone().requires_grad_(True)
@@ -64,7 +64,7 @@ def test_preset_routes_as_documented(name):
 @pytest.mark.parametrize("name", sorted(NEEDS))
 def test_presets_without_a_target_accept_none(name):
     needs_t, needs_s = NEEDS[name]
-    cfg = DOPDLossConfig(preset=name, top_k=4)
+    cfg = DOPDLossConfig(preset=name, distill_top_k=4)
     assert (cfg.needs_teacher, cfg.needs_privileged_student) == (needs_t, needs_s)
     assert not cfg.routed
     student, priv, teacher, labels = make_batch(seed=12)
@@ -94,7 +94,8 @@ def test_custom_table_and_from_args():
                             routing_table="{HT: [[teacher, fkl, 2.0]], HS: [], LH: [], "
                                           "LL: [[privileged_student, rkl, beta_w]]}")
     cfg = DOPDLossConfig.from_args(args, "dopd")
-    assert (cfg.top_k, cfg.beta_l, cfg.beta_w, cfg.trim, cfg.aggregation) == (4, 0.5, 0.2, 0.1, "token")
+    assert (cfg.distill_top_k, cfg.beta_l, cfg.beta_w, cfg.trim_fraction, cfg.loss_aggregation) == (
+        4, 0.5, 0.2, 0.1, "token")
     assert cfg.routing_table["LL"] == (Term(S, "rkl", 1.0, "beta_w"),)
     student, priv, teacher, labels = make_batch(seed=13)
     out = dopd_loss(student, priv, teacher, labels, cfg)

@@ -45,7 +45,7 @@ def test_dopd_loss_reports_the_hand_thresholds():
     n = len(Q_S)
     student = torch.randn(1, n, 4)
     labels = torch.zeros(1, n, dtype=torch.long)
-    out = dopd_loss(student, _logits_with_prob(Q_S), _logits_with_prob(Q_T), labels, DOPDLossConfig(trim=0.1))
+    out = dopd_loss(student, _logits_with_prob(Q_S), _logits_with_prob(Q_T), labels, DOPDLossConfig(trim_fraction=0.1))
     got = (out.metrics["threshold/gap"], out.metrics["threshold/q_s"], out.metrics["threshold/q_t"])
     assert got == pytest.approx(EXPECTED_THRESHOLDS, abs=2e-6)
     assert [REGIMES[i] for i in out.regimes[0].tolist()] == EXPECTED_REGIMES

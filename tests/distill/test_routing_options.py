@@ -43,7 +43,7 @@ def _logits(rows):
 def test_a_confidently_rejected_token(name):
     labels = torch.zeros(1, len(PRIV), dtype=torch.long)
     student = torch.randn(1, len(PRIV), 4, generator=torch.Generator().manual_seed(0))
-    cfg = DOPDLossConfig(trim=0.0, **CONFIGS[name])
+    cfg = DOPDLossConfig(trim_fraction=0.0, **CONFIGS[name])
     out = dopd_loss(student, _logits(PRIV), _logits(TEACHER), labels, cfg)
     assert [REGIMES[i] for i in out.regimes[0].tolist()] == EXPECTED[name]
     # the hidden-state path (identity lm_heads over the logits as "hidden states") routes the same
@@ -67,14 +67,15 @@ def test_the_routing_pass_gives_each_policys_top1_probability():
 
 @pytest.mark.parametrize("options", [{"routing_statistic": "top1"}, {"teacher_veto": True},
                                      {"teacher_veto": True, "teacher_veto_prob": 0.3},
-                                     {"routing_statistic": "top1", "teacher_veto": True, "aggregation": "token"}])
+                                     {"routing_statistic": "top1", "teacher_veto": True, "loss_aggregation": "token"}])
 def test_options_match_the_reference_on_random_batches(options):
-    cfg = DOPDLossConfig(top_k=4, **options)
+    cfg = DOPDLossConfig(distill_top_k=4, **options)
     student, priv, teacher, labels = make_batch(seed=5)
     out = dopd_loss(student, priv, teacher, labels, cfg)
     expected = ref.reference(
         student.tolist(), priv.tolist(), teacher.tolist(), labels.tolist(), ref.paper_table(cfg.beta_l, cfg.beta_w),
-        top_k=cfg.top_k, trim=cfg.trim, aggregation=cfg.aggregation, statistic=cfg.routing_statistic,
+        top_k=cfg.distill_top_k, trim=cfg.trim_fraction, aggregation=cfg.loss_aggregation,
+        statistic=cfg.routing_statistic,
         veto_prob=cfg.teacher_veto_prob if cfg.teacher_veto else None)
     assert_matches(out, expected, labels)
     # the chunked hidden-state path agrees (pass 1 computed there chunk by chunk from the heads)
@@ -94,8 +95,8 @@ def test_under_the_veto_no_rejected_token_is_left_outside_ht():
     g = torch.Generator().manual_seed(3)
     labels = torch.multinomial(priv.softmax(-1).view(-1, 10), 1, generator=g).view(4, 20)  # sampled tokens
     labels[0, :3] = -100
-    default = dopd_loss(student, priv, teacher, labels, DOPDLossConfig(top_k=4))
-    vetoed = dopd_loss(student, priv, teacher, labels, DOPDLossConfig(top_k=4, teacher_veto=True))
+    default = dopd_loss(student, priv, teacher, labels, DOPDLossConfig(distill_top_k=4))
+    vetoed = dopd_loss(student, priv, teacher, labels, DOPDLossConfig(distill_top_k=4, teacher_veto=True))
     assert default.metrics["HS/teacher_rejected_frac"] > 0.3  # the illusion the veto removes
     assert vetoed.metrics["HS/token_frac"] > 0
     for r in ("HS", "LH", "LL"):
@@ -115,7 +116,7 @@ def test_under_the_veto_no_rejected_token_is_left_outside_ht():
 
 def test_first_token_regime_shares():
     student, priv, teacher, labels = make_batch(B=3, T=6, V=12, seed=0)  # row 0 starts at t=2, row 1 ends at t=4
-    out = dopd_loss(student, priv, teacher, labels, DOPDLossConfig(top_k=4))
+    out = dopd_loss(student, priv, teacher, labels, DOPDLossConfig(distill_top_k=4))
     firsts = [out.regimes[0, 2:5], out.regimes[1, 0:3], out.regimes[2, 0:3]]
     first = torch.cat(firsts)
     for i, r in enumerate(REGIMES):

@@ -29,7 +29,7 @@ def _logq(hidden, weight, labels):
 @pytest.mark.parametrize("path", ["logits", "hidden"])
 def test_parts_with_batch_statistics_sum_to_the_whole(aggregation, path):
     (h_s, h_p, h_t), w_s, w_t, labels = _batch()
-    cfg = DOPDLossConfig(top_k=5, aggregation=aggregation)
+    cfg = DOPDLossConfig(distill_top_k=5, loss_aggregation=aggregation)
 
     def run(rows, **kw):
         hs = h_s[rows].clone().requires_grad_(True)
@@ -42,7 +42,7 @@ def test_parts_with_batch_statistics_sum_to_the_whole(aggregation, path):
         return out, hs.grad, ws.grad
 
     whole, g_h, g_w = run(slice(0, 4))
-    thr = compute_thresholds(_logq(h_p, w_s, labels), _logq(h_t, w_t, labels), cfg.trim)
+    thr = compute_thresholds(_logq(h_p, w_s, labels), _logq(h_t, w_t, labels), cfg.trim_fraction)
     n_tokens = int(labels.ne(-100).sum())
     denominator = n_tokens if aggregation == "token" else 4
     parts = [run(slice(i, i + 2), thresholds=thr, denominator=denominator) for i in (0, 2)]
@@ -63,7 +63,7 @@ def test_a_routing_pass_handed_in_gives_the_same_loss_gradient_and_metrics(aggre
     """Pass 1 computed once (`routing_pass_from_hidden`, as the trainer does for the step's statistics) and handed
     to the loss equals the loss computing its own pass 1: value, gradients, regimes, every metric."""
     (h_s, h_p, h_t), w_s, w_t, labels = _batch(seed=3)
-    cfg = DOPDLossConfig(top_k=5, aggregation=aggregation)
+    cfg = DOPDLossConfig(distill_top_k=5, loss_aggregation=aggregation)
 
     def run(**kw):
         hs = h_s.clone().requires_grad_(True)

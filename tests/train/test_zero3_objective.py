@@ -51,7 +51,7 @@ def _worker(rank, port, out_dir, aggregation):
               "zero_optimization": {"stage": 3, "stage3_param_persistence_threshold": 0},
               "optimizer": {"type": "SGD", "params": {"lr": 0.0}}, "zero_allow_untested_optimizer": True}
     engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=config)
-    cfg = DOPDLossConfig(top_k=8, aggregation=aggregation, routing_scope="global")
+    cfg = DOPDLossConfig(distill_top_k=8, loss_aggregation=aggregation, routing_scope="global")
     ids, priv_ids, labels, teacher_hidden = _batch(rank)
     base = engine.module
     head = base.get_output_embeddings()

@@ -21,15 +21,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .config import DOPDLossConfig
-from .diagnostics import DiagnosticsProbe
-from .outputs import DOPDLossOutput, check_labels, check_needed, scatter_outputs, valid_positions
-from .passes import (HeadRows, RoutingPass, RowFn, diagnostics_of, loss_pass, plan_inputs, routing_pass,
-                     start_routing)
-from .plan import Plan, make_plan
+from .driver import Run, Targets, ValidTokens, check_inputs, run_objective
+from .outputs import DOPDLossOutput, check_labels
+from .passes import HeadRows, RoutingPass, routing_pass
 from .routing import Thresholds
 
 LMHead = Union[torch.nn.Module, Tensor]
-_W_BLOCK_ROWS = 16384  # vocabulary rows per low-precision weight-gradient product (see the sink below)
+_W_BLOCK_ROWS = 16384  # vocabulary rows per low-precision weight-gradient product (see _HeadGradSink)
 
 
 def _weight_bias(head: LMHead, name: str) -> tuple[Tensor, Optional[Tensor]]:
@@ -44,22 +42,74 @@ def _weight_bias(head: LMHead, name: str) -> tuple[Tensor, Optional[Tensor]]:
     return weight, bias if isinstance(bias, Tensor) else None
 
 
+class _HeadGradSink:
+    """The gradient sink of the hidden-state path: takes d(sum of per-token losses)/d(logit rows) of a chunk and
+    contracts it at once into d/d(hidden rows) ([N, H]) and d/d(lm_head weight, bias) ([V, H], [V]) accumulators, each
+    row scaled by its aggregation coefficient (so `_FusedHiddenLoss.backward` only scales them by the loss's
+    gradient). The [chunk, V] gradient is never kept."""
+
+    def __init__(self, h_all: Tensor, w: Tensor, coeff: Tensor, grad_h: Optional[Tensor], grad_w: Optional[Tensor],
+                 grad_b: Optional[Tensor]) -> None:
+        self.h_all, self.w, self.coeff = h_all, w, coeff
+        self.grad_h, self.grad_w, self.grad_b = grad_h, grad_w, grad_b
+        # CPU: the two products that reduce over the vocabulary (g @ W, g^T @ h) run in float32. A bf16 matmul with a
+        # ~152k-long reduction took 494 s against 0.9 s in float32 on an AVX2 CPU ([512, 151936] @ [151936, 512],
+        # docs/benchmarks.md); autocast would cast float32 operands back to bf16, so it is off for them. The weight
+        # is cast a block of vocabulary rows at a time (no float32 [V, H] copy of a bf16 head beside the float32
+        # gradient accumulator: 297 MiB for a 151,936 x 512 head).
+        self.cpu_float32 = w.device.type == "cpu" and (w.dtype != torch.float32 or torch.is_autocast_enabled("cpu"))
+
+    def __call__(self, start: int, end: int, g: Tensor, dtype: torch.dtype) -> None:
+        if self.cpu_float32:  # g is float32 already: no low-precision copy of it and no float32 copy back
+            with torch.autocast("cpu", enabled=False):
+                self._add(start, end, g)
+        else:  # the logits' dtype, as autograd through the lm_head would hand it over
+            self._add(start, end, g.to(dtype))
+
+    def _g_times_w(self, g: Tensor) -> Tensor:
+        w = self.w
+        if not self.cpu_float32 or w.dtype == torch.float32:
+            return g @ w
+        out = g[:, :_W_BLOCK_ROWS] @ w[:_W_BLOCK_ROWS].float()
+        for v0 in range(_W_BLOCK_ROWS, w.shape[0], _W_BLOCK_ROWS):
+            out.addmm_(g[:, v0:v0 + _W_BLOCK_ROWS], w[v0:v0 + _W_BLOCK_ROWS].float())
+        return out
+
+    def _add(self, start: int, end: int, g: Tensor) -> None:
+        # scale the [n, H] side by the coefficients rather than the [n, V] gradient (no [n, V] temporary)
+        c = self.coeff[start:end].unsqueeze(1)
+        h = self.h_all[start:end]
+        grad_h, grad_w, grad_b = self.grad_h, self.grad_w, self.grad_b
+        if grad_h is not None:
+            grad_h[start:end] = (self._g_times_w(g).float() * c).to(grad_h.dtype)
+        if grad_w is not None:
+            hc = (h.float() * c).to(g.dtype)
+            if g.dtype == torch.float32:
+                grad_w.addmm_(g.t(), hc)
+            else:
+                # blocks of vocabulary rows: the rounded [rows, H] product and its float32 copy are per block,
+                # not two more [V, H] matrices at the peak of the chunk (same products, same rounding)
+                gt = g.t()
+                for v0 in range(0, gt.shape[0], _W_BLOCK_ROWS):
+                    grad_w[v0:v0 + _W_BLOCK_ROWS].add_((gt[v0:v0 + _W_BLOCK_ROWS] @ hc).float())
+        if grad_b is not None:
+            grad_b.add_((c.t().to(g.dtype) @ g).squeeze(0).float())
+
+
 class _FusedHiddenLoss(torch.autograd.Function):
     """loss (differentiable wrt hidden, weight, bias), per_token and entropy (not differentiable)."""
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx, hidden: Tensor, weight: Tensor, bias: Optional[Tensor], run: "_HiddenRun"
+        ctx, hidden: Tensor, weight: Tensor, bias: Optional[Tensor], run: Run, vocab: int
     ):
         need_h, need_w = bool(ctx.needs_input_grad[0]), bool(ctx.needs_input_grad[1])
         need_b = bias is not None and bool(ctx.needs_input_grad[2])
-        # Only the first run.vocab rows enter the distributions (the rest: padded vocabulary, never sampled). The
+        # Only the first `vocab` rows enter the distributions (the rest: padded vocabulary, never sampled). The
         # weight is sliced here, detached, as a view; the gradients are accumulated into the first rows of
         # full-size buffers, so autograd never pads a sliced gradient back to [V, H] (a second [V, H] copy).
-        vocab = run.vocab
         h_all, w = hidden.detach(), weight.detach()[:vocab]
         b = bias.detach()[:vocab] if bias is not None else None
-        coeff = run.plan.coeff
         grad_h = torch.zeros_like(h_all) if need_h else None
         grad_w_full = torch.zeros(weight.shape, dtype=torch.float32, device=w.device) if need_w else None
         grad_b_full = torch.zeros(bias.shape[0], dtype=torch.float32, device=w.device) if need_b else None
@@ -69,53 +119,9 @@ class _FusedHiddenLoss(torch.autograd.Function):
         def student_rows(start: int, end: int) -> Tensor:
             return F.linear(h_all[start:end], w, b)
 
-        # CPU: the two products that reduce over the vocabulary (g @ W, g^T @ h) run in float32. A bf16 matmul with a
-        # ~152k-long reduction took 494 s against 0.9 s in float32 on an AVX2 CPU ([512, 151936] @ [151936, 512],
-        # docs/benchmarks.md); autocast would cast float32 operands back to bf16, so it is off for them. The weight
-        # is cast a block of vocabulary rows at a time (no float32 [V, H] copy of a bf16 head beside the float32
-        # gradient accumulator: 297 MiB for a 151,936 x 512 head).
-        cpu_float32 = w.device.type == "cpu" and (w.dtype != torch.float32 or torch.is_autocast_enabled("cpu"))
-
-        def sink(start: int, end: int, g: Tensor, dtype: torch.dtype) -> None:
-            if cpu_float32:  # g is float32 already: no low-precision copy of it and no float32 copy back
-                with torch.autocast("cpu", enabled=False):
-                    _sink_rows(start, end, g)
-            else:  # the logits' dtype, as autograd through the lm_head would hand it over
-                _sink_rows(start, end, g.to(dtype))
-
-        def g_times_w(g: Tensor) -> Tensor:
-            if not cpu_float32 or w.dtype == torch.float32:
-                return g @ w
-            out = g[:, :_W_BLOCK_ROWS] @ w[:_W_BLOCK_ROWS].float()
-            for v0 in range(_W_BLOCK_ROWS, w.shape[0], _W_BLOCK_ROWS):
-                out.addmm_(g[:, v0:v0 + _W_BLOCK_ROWS], w[v0:v0 + _W_BLOCK_ROWS].float())
-            return out
-
-        def _sink_rows(start: int, end: int, g: Tensor) -> None:
-            # scale the [n, H] side by the coefficients rather than the [n, V] gradient (no [n, V] temporary)
-            c = coeff[start:end].unsqueeze(1)
-            h = h_all[start:end]
-            if grad_h is not None:
-                grad_h[start:end] = (g_times_w(g).float() * c).to(grad_h.dtype)
-            if grad_w is not None:
-                hc = (h.float() * c).to(g.dtype)
-                if g.dtype == torch.float32:
-                    grad_w.addmm_(g.t(), hc)
-                else:
-                    # blocks of vocabulary rows: the rounded [rows, H] product and its float32 copy are per block,
-                    # not two more [V, H] matrices at the peak of the chunk (same products, same rounding)
-                    gt = g.t()
-                    for v0 in range(0, gt.shape[0], _W_BLOCK_ROWS):
-                        grad_w[v0:v0 + _W_BLOCK_ROWS].add_((gt[v0:v0 + _W_BLOCK_ROWS] @ hc).float())
-            if grad_b is not None:
-                grad_b.add_((c.t().to(g.dtype) @ g).squeeze(0).float())
-
-        want = need_h or need_w or need_b
-        per_tok, entropy = loss_pass(
-            student_rows, run.n, run.plan, run.targets, run.config, run.chunk, sink if want else None, h_all.device,
-            run.probe,
-        )
-        loss = (per_tok * coeff).sum()
+        sink = _HeadGradSink(h_all, w, run.plan.coeff, grad_h, grad_w, grad_b)
+        per_tok, entropy = run.loss_pass(student_rows, sink if need_h or need_w or need_b else None, h_all.device)
+        loss = (per_tok * run.plan.coeff).sum()
         # kept as attributes, not saved tensors: backward hands them over and scales them in place, so the
         # [V, H] accumulator becomes the weight's .grad without a second [V, H] copy
         ctx.grads = (grad_h, grad_w_full, grad_b_full)
@@ -134,50 +140,37 @@ class _FusedHiddenLoss(torch.autograd.Function):
         outs = tuple(
             None if g is None else g.mul_(g_loss).to(dtype) for g, dtype in zip(grads, ctx.dtypes)
         )
-        return (*outs, None)
-
-
-class _HiddenRun:
-    def __init__(self, n: int, plan: Plan, targets: dict[str, Optional[RowFn]], config: DOPDLossConfig, chunk: int,
-                 vocab: int, probe: Optional[DiagnosticsProbe] = None):
-        self.n, self.plan, self.targets, self.config, self.chunk = n, plan, targets, config, chunk
-        self.vocab = vocab
-        self.probe = probe
-
-
-def _rows(hidden: Tensor, flat_idx: Tensor, dense: bool) -> Tensor:
-    flat = hidden.reshape(-1, hidden.shape[-1])
-    return flat if dense else flat[flat_idx]
+        return (*outs, None, None)
 
 
 def _target_row_fns(
-    priv_hidden: Optional[Tensor], teacher_hidden: Optional[Tensor], labels: Tensor, w_s: Tensor,
-    b_s: Optional[Tensor], teacher_lm_head: Optional[LMHead], vocab: int, flat_idx: Tensor, dense: bool,
-) -> dict[str, Optional[RowFn]]:
+    priv_hidden: Optional[Tensor], teacher_hidden: Optional[Tensor], tokens: ValidTokens, w_s: Tensor,
+    b_s: Optional[Tensor], teacher_lm_head: Optional[LMHead], vocab: int,
+) -> Targets:
     """Row functions of the no-grad targets (`HeadRows`): valid-token rows -> float32 logits over the first `vocab`
     ids, or over K ids per row for the top-K terms.
 
     The targets' logit rows are handed over as float32 (what log_probs makes of them anyway): the low-precision
     [chunk, V] product is freed at once instead of living on next to its float32 copy and log-softmax."""
-    targets: dict[str, Optional[RowFn]] = {"privileged_student": None, "teacher": None}
+    targets: Targets = {"privileged_student": None, "teacher": None}
     if priv_hidden is not None:
-        if priv_hidden.shape[:2] != labels.shape or priv_hidden.shape[-1] != w_s.shape[1]:
+        if priv_hidden.shape[:2] != tokens.shape or priv_hidden.shape[-1] != w_s.shape[1]:
             raise ValueError(
                 f"priv_student_hidden must be [B, T, H] like the student's; got {tuple(priv_hidden.shape)}")
-        h_p = _rows(priv_hidden.detach(), flat_idx, dense)
+        h_p = tokens.rows(priv_hidden.detach())
         w_p, b_p = w_s.detach()[:vocab], b_s.detach()[:vocab] if b_s is not None else None
         targets["privileged_student"] = HeadRows(h_p, w_p, b_p)
     if teacher_hidden is not None:
         if teacher_lm_head is None:
             raise ValueError("teacher_hidden was given without teacher_lm_head")
-        if teacher_hidden.shape[:2] != labels.shape:
+        if teacher_hidden.shape[:2] != tokens.shape:
             raise ValueError(f"teacher_hidden must be [B, T, Ht] like labels; got {tuple(teacher_hidden.shape)}")
         w_t, b_t = _weight_bias(teacher_lm_head, "teacher_lm_head")
         if w_t.shape[0] < vocab:
             raise ValueError(f"teacher lm_head has {w_t.shape[0]} rows, fewer than the student's vocabulary {vocab}")
         w_t = w_t.detach()[:vocab]  # padded vocabulary: the rows past the student's are never sampled
         b_t = b_t.detach()[:vocab] if b_t is not None else None
-        h_t = _rows(teacher_hidden.detach(), flat_idx, dense)
+        h_t = tokens.rows(teacher_hidden.detach())
         targets["teacher"] = HeadRows(h_t, w_t, b_t)
     return targets
 
@@ -205,13 +198,10 @@ def routing_pass_from_hidden(
     statistics (`compute_thresholds`) and this part's loss (`routing=`), which then skips its own pass 1."""
     w_s, b_s = _weight_bias(student_lm_head, "student_lm_head")
     vocab = _vocab(w_s, vocab_size)
-    B, T = labels.shape
-    flat_idx, labels_v, _ = valid_positions(labels.to(priv_student_hidden.device))
-    check_labels(labels_v, vocab)
-    n = flat_idx.numel()
-    targets = _target_row_fns(priv_student_hidden, teacher_hidden, labels, w_s, b_s, teacher_lm_head, vocab,
-                              flat_idx, n == B * T)
-    return routing_pass(targets, labels_v, max(1, chunk_size or n or 1))
+    tokens = ValidTokens.of_labels(labels, priv_student_hidden.device)
+    check_labels(tokens.labels, vocab)
+    targets = _target_row_fns(priv_student_hidden, teacher_hidden, tokens, w_s, b_s, teacher_lm_head, vocab)
+    return routing_pass(targets, tokens.labels, tokens.chunk(chunk_size))
 
 
 def dopd_loss_from_hidden(
@@ -247,33 +237,20 @@ def dopd_loss_from_hidden(
     `thresholds`, `denominator`: this call as one part of a larger batch, as in `dopd_loss`. `routing`: pass 1
     already computed over these labels (`routing_pass_from_hidden`): not computed again.
     """
-    config = config if config is not None else DOPDLossConfig()
-    if student_hidden.dim() != 3 or student_hidden.shape[:2] != labels.shape:
-        raise ValueError(
-            f"student_hidden must be [B, T, H] with labels [B, T]; got {tuple(student_hidden.shape)} and "
-            f"{tuple(labels.shape)}"
-        )
-    check_needed(config, priv_student_hidden, teacher_hidden, "hidden states")
+    config, tokens = check_inputs(config, student_hidden, priv_student_hidden, teacher_hidden, labels,
+                                  "student_hidden", "[B, T, H]", "hidden states")
     w_s, b_s = _weight_bias(student_lm_head, "student_lm_head")
     vocab = _vocab(w_s, vocab_size)
     if w_s.shape[1] != student_hidden.shape[-1]:
         raise ValueError(f"student lm_head expects hidden size {w_s.shape[1]}, got {student_hidden.shape[-1]}")
-    B, T, _ = student_hidden.shape
-    flat_idx, labels_v, seq = valid_positions(labels.to(student_hidden.device))
-    check_labels(labels_v, vocab)
-    n = flat_idx.numel()
-    dense = n == B * T
+    check_labels(tokens.labels, vocab)
     if priv_student_hidden is not None and priv_student_hidden.shape != student_hidden.shape:
         raise ValueError(f"priv_student_hidden must match student_hidden's shape {tuple(student_hidden.shape)}")
-    targets = _target_row_fns(priv_student_hidden, teacher_hidden, labels, w_s, b_s, teacher_lm_head, vocab,
-                              flat_idx, dense)
-    chunk = max(1, chunk_size or n or 1)
-    routing, probe = start_routing(targets, labels_v, chunk, routing)
-    stat_s, stat_t, veto = plan_inputs(routing, config)
-    plan = make_plan(config, labels_v, seq, B, stat_s, stat_t, generator, thresholds, denominator, veto=veto)
-    h_s = _rows(student_hidden, flat_idx, dense)  # differentiable gather of the response rows
-    run = _HiddenRun(n, plan, targets, config, chunk, vocab, probe)
-    loss, per_tok, entropy = _FusedHiddenLoss.apply(h_s, w_s, b_s, run)
-    out = scatter_outputs((B, T), flat_idx, plan, per_tok, entropy, loss, config)
-    out.metrics.update(diagnostics_of(probe, plan, routing))
-    return out
+    targets = _target_row_fns(priv_student_hidden, teacher_hidden, tokens, w_s, b_s, teacher_lm_head, vocab)
+
+    def fused(run: Run) -> tuple[Tensor, Tensor, Tensor]:
+        h_s = tokens.rows(student_hidden)  # differentiable gather of the response rows
+        return _FusedHiddenLoss.apply(h_s, w_s, b_s, run, vocab)
+
+    return run_objective(tokens, targets, config, fused, chunk_size=chunk_size, generator=generator,
+                         thresholds=thresholds, denominator=denominator, routing=routing)

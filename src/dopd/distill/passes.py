@@ -22,7 +22,6 @@ from .config import DOPDLossConfig
 from .diagnostics import DiagnosticsProbe
 from .divergences import FULL_FUNCTIONS, LOG_FLOOR, divergence, log_probs, renormalized, row_blocks
 from .plan import Plan
-from .routing import teacher_rejects
 
 # rows of the valid-token list (a slice, or an index tensor) -> target logits [n, V] (no grad)
 RowFn = Callable[[Union[slice, Tensor]], Tensor]
@@ -133,77 +132,25 @@ def chunk_losses(
     own rows and added into one buffer, so autograd never holds a [n, V] zero-filled gradient per term. Row
     subsets use advanced indexing / index_add_: on CPU, index_select of long rows is several times slower.
     """
-    n, vocab = s_logp.shape
+    n = s_logp.shape[0]
     per_tok = torch.zeros(n, dtype=torch.float32, device=s_logp.device)
-    grad: Optional[Tensor] = None  # allocated by the first term (or taken over from it: see below)
+    grad: Optional[Tensor] = None  # allocated by the first term (or taken over from it: see _add_term_grad)
     labels = plan.labels[rows]
-    student_topk: Optional[Tensor] = None  # [n, K] indices, shared by the top-K terms of this chunk
+    student_topk: dict[str, Tensor] = {}  # the chunk's [n, K] top-K ids, shared by its top-K terms
     for (target, div), w_all in plan.weights.items():
         w = w_all[rows]
         sel = w.nonzero().squeeze(1)
         if sel.numel() == 0:
             continue
         every = sel.numel() == n
-        row_fn = targets[target]
-        target_rows = rows if every else sel + rows.start
-        if div.endswith("_topk") and config.top_k < vocab:
-            # gather the K entries straight from the chunk's rows: no [rows, V] copy of the student, and the
-            # target's [rows, V] is released before the backward
-            if config.topk_support == "student":
-                if student_topk is None:
-                    student_topk = s_logp.topk(config.top_k, dim=-1, sorted=False).indices
-                idx = student_topk if every else student_topk[sel]
-                if config.topk_renormalize and isinstance(row_fn, HeadRows):
-                    # renormalised on the student's support, the target's normaliser over V cancels: its logits
-                    # at the K ids decide the term (equal to the full row's unless a log-probability there is
-                    # below LOG_FLOOR, which finite heads do not reach)
-                    with torch.no_grad():
-                        t_in = row_fn.columns(target_rows, idx)
-                        if config.temperature != 1.0:
-                            t_in = t_in / config.temperature
-                else:
-                    with torch.no_grad():
-                        t_in = log_probs(row_fn(target_rows), config.temperature).gather(1, idx)
-            else:
-                with torch.no_grad():
-                    t_logp = log_probs(row_fn(target_rows), config.temperature)
-                    idx = t_logp.topk(config.top_k, dim=-1, sorted=False).indices
-                    t_in = t_logp.gather(1, idx)
-                    del t_logp
-            where = ((torch.arange(n, device=s_logp.device) if every else sel).unsqueeze(1), idx)
-            s_in = s_logp[where]
-            with torch.enable_grad():
-                if want_grad:
-                    s_in.requires_grad_(True)
-                s_k, t_k = renormalized(s_in, t_in, config.topk_renormalize)
-                val = FULL_FUNCTIONS[div[: -len("_topk")]](s_k, t_k)
-        else:
-            where = None
-            with torch.no_grad():
-                t_logp = log_probs(row_fn(target_rows), config.temperature)
-            s_in = (s_logp if every else s_logp[sel]).detach()
-            with torch.enable_grad():
-                if want_grad:
-                    s_in.requires_grad_(True)
-                val = divergence(div, s_in, t_logp, labels if every else labels[sel], top_k=config.top_k,
-                                 topk_support=config.topk_support, topk_renormalize=config.topk_renormalize)
-            del t_logp
+        s_in, val, where = _term(div, s_logp, rows, sel, every, targets[target], labels, config, student_topk,
+                                 want_grad)
         with torch.enable_grad():
             contrib = (w if every else w[sel]) * val
             g_in = torch.autograd.grad(contrib.sum(), s_in)[0] if want_grad else None
         del s_in, val
         if g_in is not None:
-            if grad is None and where is None and every and g_in.dtype == torch.float32 and g_in.is_contiguous():
-                grad = g_in  # the first term's own [n, V] gradient: no zero-filled buffer beside it at the peak
-            else:
-                if grad is None:
-                    grad = torch.zeros_like(s_logp)
-                if where is not None:  # [rows, K] entries of the support
-                    grad.index_put_(where, g_in, accumulate=True)
-                elif every:
-                    grad.add_(g_in)
-                else:
-                    grad.index_add_(0, sel, g_in)
+            grad = _add_term_grad(grad, g_in, s_logp, sel, every, where)
             del g_in
         contrib = contrib.detach()
         per_tok = per_tok + contrib if every else per_tok.index_add(0, sel, contrib)
@@ -212,14 +159,81 @@ def chunk_losses(
     return per_tok, grad
 
 
+def _term(
+    div: str, s_logp: Tensor, rows: slice, sel: Tensor, every: bool, row_fn: RowFn, labels: Tensor,
+    config: DOPDLossConfig, student_topk: dict[str, Tensor], want_grad: bool,
+) -> tuple[Tensor, Tensor, Optional[tuple[Tensor, Tensor]]]:
+    """One (target, divergence) term on the chunk's rows `sel` (all of them with `every`): the student's input to it
+    (a leaf that requires grad with `want_grad`), the term per row, and where that input sits in the chunk's [n, V]
+    (the [rows, K] entries of a top-K support; None: whole rows)."""
+    n, vocab = s_logp.shape
+    target_rows = rows if every else sel + rows.start
+    if div.endswith("_topk") and config.distill_top_k < vocab:
+        # gather the K entries straight from the chunk's rows: no [rows, V] copy of the student, and the
+        # target's [rows, V] is released before the backward
+        idx, t_in = _topk_target(s_logp, row_fn, target_rows, sel, every, config, student_topk)
+        where = ((torch.arange(n, device=s_logp.device) if every else sel).unsqueeze(1), idx)
+        s_in = s_logp[where]
+        with torch.enable_grad():
+            if want_grad:
+                s_in.requires_grad_(True)
+            s_k, t_k = renormalized(s_in, t_in, config.topk_renormalize)
+            return s_in, FULL_FUNCTIONS[div[: -len("_topk")]](s_k, t_k), where
+    with torch.no_grad():
+        t_logp = log_probs(row_fn(target_rows), config.distill_temperature)
+    s_in = (s_logp if every else s_logp[sel]).detach()
+    with torch.enable_grad():
+        if want_grad:
+            s_in.requires_grad_(True)
+        val = divergence(div, s_in, t_logp, labels if every else labels[sel], top_k=config.distill_top_k,
+                         topk_support=config.topk_support, topk_renormalize=config.topk_renormalize)
+    return s_in, val, None
+
+
+@torch.no_grad()
+def _topk_target(s_logp: Tensor, row_fn: RowFn, target_rows: Union[slice, Tensor], sel: Tensor, every: bool,
+                 config: DOPDLossConfig, student_topk: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    """The K ids per row of a top-K term ([rows, K]: the student's top K, computed once per chunk, or the target's)
+    and the target's input there (its log-probabilities at those ids, or its logits; see below)."""
+    tau = config.distill_temperature
+    if config.topk_support != "student":
+        t_logp = log_probs(row_fn(target_rows), tau)
+        idx = t_logp.topk(config.distill_top_k, dim=-1, sorted=False).indices
+        return idx, t_logp.gather(1, idx)
+    if "ids" not in student_topk:
+        student_topk["ids"] = s_logp.topk(config.distill_top_k, dim=-1, sorted=False).indices
+    idx = student_topk["ids"] if every else student_topk["ids"][sel]
+    if config.topk_renormalize and isinstance(row_fn, HeadRows):
+        # renormalised on the student's support, the target's normaliser over V cancels: its logits at the K ids
+        # decide the term (equal to the full row's unless a log-probability there is below LOG_FLOOR, which finite
+        # heads do not reach)
+        t_in = row_fn.columns(target_rows, idx)
+        return idx, (t_in / tau if tau != 1.0 else t_in)
+    return idx, log_probs(row_fn(target_rows), tau).gather(1, idx)
+
+
+def _add_term_grad(grad: Optional[Tensor], g_in: Tensor, s_logp: Tensor, sel: Tensor, every: bool,
+                   where: Optional[tuple[Tensor, Tensor]]) -> Tensor:
+    """A term's gradient (on its rows `sel`, or on the [rows, K] entries `where`) added into the chunk's [n, V]."""
+    if grad is None and where is None and every and g_in.dtype == torch.float32 and g_in.is_contiguous():
+        return g_in  # the first term's own [n, V] gradient: no zero-filled buffer beside it at the peak
+    if grad is None:
+        grad = torch.zeros_like(s_logp)
+    if where is not None:  # [rows, K] entries of the support
+        grad.index_put_(where, g_in, accumulate=True)
+    elif every:
+        grad.add_(g_in)
+    else:
+        grad.index_add_(0, sel, g_in)
+    return grad
+
+
 @torch.no_grad()
 def _entropy(logp: Tensor) -> Tensor:
     out = torch.empty(logp.shape[0], dtype=torch.float32, device=logp.device)
     for rows in row_blocks(logp.shape[0], logp.shape[1]):  # a block's temporaries, not two more [n, V]
         out[rows] = -torch.linalg.vecdot(logp[rows].exp(), logp[rows])
     return out
-
-
 
 
 def loss_pass(
@@ -236,7 +250,7 @@ def loss_pass(
     """Run pass 2 chunk by chunk; hand each chunk's logit-row gradients to `sink` (None: values only)."""
     per_tok = torch.zeros(n, dtype=torch.float32, device=device)
     entropy = torch.zeros(n, dtype=torch.float32, device=device)
-    tau = config.temperature
+    tau = config.distill_temperature
     for start in range(0, n, chunk):
         end = min(n, start + chunk)
         rows = slice(start, end)
@@ -270,35 +284,3 @@ def loss_pass(
             del g
         del s_logp
     return per_tok, entropy
-
-
-def start_routing(targets: dict[str, Optional[RowFn]], labels_v: Tensor, chunk: int,
-                  routing: Optional[RoutingPass] = None) -> tuple[Optional[RoutingPass], Optional[DiagnosticsProbe]]:
-    """Pass 1 (or the one handed in, computed earlier over the same labels) and the diagnostics probe the loss pass
-    fills: both None unless both privileged policies are scored."""
-    if targets.get("privileged_student") is None or targets.get("teacher") is None:
-        return None, None
-    if routing is None:
-        routing = routing_pass(targets, labels_v, chunk)
-    else:
-        routing.check_matches(labels_v)
-    return routing, DiagnosticsProbe(labels_v)
-
-
-def plan_inputs(routing: Optional[RoutingPass], config: DOPDLossConfig
-                ) -> tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
-    """What `make_plan` routes with: the configured statistics (privileged student's, teacher's; None without pass
-    1) and the teacher-veto mask (None when `teacher_veto` is off)."""
-    if routing is None:
-        return None, None, None
-    stat_s, stat_t = routing.statistics(config.routing_statistic)
-    veto = (teacher_rejects(routing.log_q_t, routing.teacher_top_is_label, config.teacher_veto_prob)
-            if config.teacher_veto else None)
-    return stat_s, stat_t, veto
-
-
-def diagnostics_of(probe: Optional[DiagnosticsProbe], plan: Plan, routing: Optional[RoutingPass]) -> dict[str, float]:
-    if probe is None or routing is None:
-        return {}
-    return probe.metrics(plan.regimes, routing.log_q_s, routing.log_q_t, routing.teacher_top_is_label,
-                         routing.priv_top_is_label)

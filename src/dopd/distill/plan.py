@@ -61,9 +61,9 @@ def make_plan(
     n, device = labels.numel(), labels.device
     has_gap = log_q_s is not None and log_q_t is not None
     if has_gap:
-        if thresholds is None and (n > 0 or config.routing_scope == "global"):
+        if thresholds is None and (n > 0 or config.rank_scope == "global"):
             # a global scope joins the collective even with no tokens
-            thresholds = compute_thresholds(log_q_s, log_q_t, config.trim, config.routing_scope)
+            thresholds = compute_thresholds(log_q_s, log_q_t, config.trim_fraction, config.rank_scope)
         regimes = assign_regimes(log_q_s, log_q_t, thresholds) if n > 0 else labels.new_empty(0)
         if veto is not None and n > 0:
             regimes = regimes.masked_fill(veto, HT)
@@ -87,7 +87,7 @@ def make_plan(
             weights[key] = w
 
     keepf = keep.float()
-    if config.aggregation == "token":
+    if config.loss_aggregation == "token":
         total = keepf.sum().clamp_min(1.0) if denominator is None else max(float(denominator), 1.0)
         coeff = keepf / total
     else:  # mean over sequences of each sequence's token mean

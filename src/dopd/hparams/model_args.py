@@ -3,6 +3,8 @@
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+import yaml
+
 
 @dataclass
 class ModelArguments:
@@ -80,8 +82,6 @@ class ModelArguments:
     def __post_init__(self) -> None:
         kwargs = self.chat_template_kwargs
         if isinstance(kwargs, str):
-            import yaml
-
             kwargs = yaml.safe_load(kwargs) if kwargs.strip() else None
         if kwargs is not None and not isinstance(kwargs, dict):
             raise ValueError(f"chat_template_kwargs must be a mapping of template variables, got {kwargs!r}")

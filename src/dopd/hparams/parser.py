@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
 import os
+import sys
 import types
 import typing
 from typing import Any, NamedTuple, Optional, Sequence
@@ -47,6 +49,8 @@ class DOPDConfig(NamedTuple):
 
 
 def _training_class():
+    # imported here, not at the top: training_args imports transformers (a heavy import) that `import dopd.hparams`
+    # and `import dopd.distill` (whose config imports ConfigError from here) do not need
     from .training_args import DOPDTrainingArguments
 
     return DOPDTrainingArguments
@@ -148,7 +152,7 @@ def _cpu_flag_for_multiprocess_deepspeed(kwargs: dict[str, Any], source: str) ->
     dropped; with CUDA present it is refused here, before any model loads."""
     if not kwargs.get("use_cpu") or not kwargs.get("deepspeed") or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return
-    import torch
+    import torch  # here: a heavy import the parser needs only for this check
 
     if torch.cuda.is_available():
         raise ConfigError(f"{source}: use_cpu=true with DeepSpeed across {os.environ['WORLD_SIZE']} processes is not "
@@ -187,9 +191,6 @@ def _import_integrations_without_wandb_notice(report_to: Any) -> None:
     `TrainingArguments`) with WANDB_MODE=offline in the environment, whatever `report_to` says. A run that does not
     report to wandb imports that module first with WANDB_MODE hidden, so the notice appears only for runs using
     wandb; the environment is restored right after."""
-    import importlib
-    import sys
-
     name = "transformers.integrations.integration_utils"
     if name in sys.modules or "WANDB_MODE" not in os.environ:
         return

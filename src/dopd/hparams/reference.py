@@ -45,6 +45,7 @@ def render_reference() -> str:
             help_text = " ".join(f.metadata.get("help", "").split()).replace("|", "\\|")
             lines.append(f"| `{f.name}` | `{_default(f)}` | {help_text} |")
         lines.append("")
+    # imported here: transformers is a heavy import (see parser._training_class)
     from .training_args import DOPDTrainingArguments
 
     fields = {f.name: f for f in dataclasses.fields(DOPDTrainingArguments)}

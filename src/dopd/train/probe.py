@@ -161,7 +161,7 @@ def token_section(trainer: DOPDTrainer, encoded: Sequence[Any], seed: int) -> tu
     rollouts = _rollouts_by_sample(trainer, encoded, seed)
     with replayed_rollouts(trainer, rollouts):
         _, records = run_step_losses(trainer, encoded, grad=False)
-    return premise_values(records, trainer.loss_config.routing_table), rollouts, records
+    return premise_values(records, trainer.loss_config.table), rollouts, records
 
 
 def kl_measure_config(loss_config: Any) -> Any:
@@ -172,9 +172,9 @@ def kl_measure_config(loss_config: Any) -> Any:
 
     table = {}
     for regime in REGIMES:
-        targets = list(dict.fromkeys(t.target for t in loss_config.routing_table[regime]))
+        targets = list(dict.fromkeys(t.target for t in loss_config.table[regime]))
         table[regime] = [Term(target, "rkl", 1.0 / len(targets)) for target in targets]
-    return loss_config.replace(table=table, aggregation="token", prune_mode=None)
+    return loss_config.replace(routing_table=table, loss_aggregation="token", prune_mode=None)
 
 
 def measure_kl(trainer: DOPDTrainer, encoded: Sequence[Any], held: dict[int, tuple[list, list]]) -> float:

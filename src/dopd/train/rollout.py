@@ -48,15 +48,16 @@ def check_sampling_matches_loss(loss_config: Any, rollout_args: Any) -> None:
 
     if loss_config is None:
         return
-    uses = sorted({regime for regime, terms in loss_config.routing_table.items()
+    uses = sorted({regime for regime, terms in loss_config.table.items()
                    for term in terms if term.divergence == "sampled_rkl"})
     if not uses:
         return
     problems = []
     if rollout_args.temperature <= 0:
         problems.append("temperature=0 (greedy answers are not samples)")
-    elif abs(float(rollout_args.temperature) - float(loss_config.temperature)) > 1e-9:
-        problems.append(f"temperature={rollout_args.temperature} != distill_temperature={loss_config.temperature}")
+    elif abs(float(rollout_args.temperature) - float(loss_config.distill_temperature)) > 1e-9:
+        problems.append(f"temperature={rollout_args.temperature} != "
+                        f"distill_temperature={loss_config.distill_temperature}")
     if rollout_args.top_p < 1.0:
         problems.append(f"top_p={rollout_args.top_p} (must be 1.0)")
     if rollout_args.top_k and rollout_args.top_k > 0:

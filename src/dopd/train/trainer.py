@@ -97,11 +97,9 @@ class DOPDTrainer(Trainer):
         self.skip_next_update = False  # set by a non-finite loss; honoured by NonFiniteLossCallback
         self.num_truncated = 0  # prompts shortened to cutoff_len so far
         self._zero_anchor: Optional[torch.Tensor] = None  # what a non-finite loss is replaced by (see _guard_finite)
-        from dopd.distill.routing import resolve_routing_scope
-
-        scope = getattr(distill_args, "routing_scope", "micro_batch") if distill_args is not None else "micro_batch"
-        across = getattr(distill_args, "routing_across_ranks", False) if distill_args is not None else False
-        self.routing_unit, self.rank_scope = resolve_routing_scope(scope, across)
+        # resolved once, by the loss config (`routing_scope`, `routing_across_ranks`); sft routes nothing
+        self.routing_unit, self.rank_scope = ((loss_config.routing_unit, loss_config.rank_scope)
+                                              if loss_config is not None else ("micro_batch", "local"))
         self._step: Optional[_Step] = None
         self._head_gather = contextlib.ExitStack()
         self.rollout_engine = build_rollout_engine(getattr(rollout_args, "rollout_engine", "hf") or "hf", adapter,
@@ -265,7 +263,8 @@ class DOPDTrainer(Trainer):
             del targets, hidden_p, hidden_t
         cfg = self.loss_config
         if log_q_s:
-            step.thresholds = compute_thresholds(torch.cat(log_q_s), torch.cat(log_q_t), cfg.trim, self.rank_scope)
+            step.thresholds = compute_thresholds(torch.cat(log_q_s), torch.cat(log_q_t), cfg.trim_fraction,
+                                                 self.rank_scope)
         # the step's mean: its (kept) tokens, or its non-empty sequences; across ranks, their mean per rank, so
         # that the data-parallel gradient average gives the mean over every rank's tokens / sequences
         tokens = sum(_kept_tokens(cfg, [len(r) for r in mb.rollout.responses]) for mb in step.micro)
@@ -274,7 +273,7 @@ class DOPDTrainer(Trainer):
         if self.rank_scope == "global":
             gathered = all_gather_varlen(counts)
             counts = gathered.view(-1, 2).mean(0)
-        step.denominator = float(counts[0] if cfg.aggregation == "token" else counts[1])
+        step.denominator = float(counts[0] if cfg.loss_aggregation == "token" else counts[1])
         step.prepared = True
         _sync(self.args.device)
         self._phase["scoring_s"] += time.perf_counter() - started

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
+from dopd.distill import DOPDLossConfig
 from dopd.hparams import ConfigError, DOPDConfig, parse_config
 
 if TYPE_CHECKING:
@@ -54,6 +55,16 @@ def _seed(training_args: Any) -> None:
         set_seed(training_args.seed)
 
 
+def stage_objective(cfg: DOPDConfig) -> tuple[Optional[DOPDLossConfig], bool]:
+    """The stage's loss config (None for sft) and whether the stage needs the teacher, derived from the config here
+    only: `run_train` checks them before any data or model loads, `build_trainer` builds with them."""
+    stage = cfg.finetuning.stage
+    if stage == "sft":
+        return None, False
+    loss_config = DOPDLossConfig.from_args(cfg.distill, stage)
+    return loss_config, loss_config.needs_teacher
+
+
 def build_trainer(cfg: DOPDConfig, samples: Sequence[CanonicalSample],
                   eval_samples: Optional[Sequence[CanonicalSample]] = None, *,
                   student: Optional[PreTrainedModel] = None, teacher: Optional[PreTrainedModel] = None) -> DOPDTrainer:
@@ -67,7 +78,6 @@ def build_trainer(cfg: DOPDConfig, samples: Sequence[CanonicalSample],
     `model_name_or_path` / `teacher_model_name_or_path` (those folders still give the adapters: config, tokenizer,
     processor); an in-memory teacher is frozen like a loaded one.
     """
-    from dopd.distill import DOPDLossConfig
     from dopd.model import apply_finetuning, check_compatibility, load_adapter, load_model
     from dopd.model.loader import freeze_model
     from dopd.model.paths import resolve_model_path
@@ -78,8 +88,7 @@ def build_trainer(cfg: DOPDConfig, samples: Sequence[CanonicalSample],
     model_args, data_args, ft_args = cfg.model, cfg.data, cfg.finetuning
     distill_args, rollout_args, training_args = cfg.distill, cfg.rollout, cfg.training
     stage = ft_args.stage
-    loss_config = None if stage == "sft" else DOPDLossConfig.from_args(distill_args, stage)
-    needs_teacher = stage != "sft" and loss_config.needs_teacher
+    loss_config, needs_teacher = stage_objective(cfg)
     _seed(training_args)
 
     student_path = resolve_model_path(model_args.model_name_or_path, "student")
@@ -119,13 +128,12 @@ def build_trainer(cfg: DOPDConfig, samples: Sequence[CanonicalSample],
 
         # first among the callbacks: its premise/* values reach the record before trainer_log.jsonl is written
         trainer.callback_handler.callbacks.insert(
-            0, PremiseAlarmCallback(loss_config.routing_table, cfg.probe.premise_check_steps))
+            0, PremiseAlarmCallback(loss_config.table, cfg.probe.premise_check_steps))
     return trainer
 
 
 def run_train(cfg: DOPDConfig) -> TrainResult:
     from dopd.data import load_and_validate
-    from dopd.distill import DOPDLossConfig
     from dopd.train.plots import plot_log_history
     from dopd.train.rollout import check_sampling_matches_loss
 
@@ -140,9 +148,8 @@ def run_train(cfg: DOPDConfig) -> TrainResult:
         # scoring runs the unwrapped student, which plain DDP would not synchronise: DeepSpeed handles it
         raise ConfigError("multi-process training needs a DeepSpeed config: add e.g. "
                           "`deepspeed: configs/deepspeed/ds_z2_config.json`")
-    loss_config = None if stage == "sft" else DOPDLossConfig.from_args(distill_args, stage)
+    loss_config, needs_teacher = stage_objective(cfg)
     check_sampling_matches_loss(loss_config, rollout_args)
-    needs_teacher = stage != "sft" and loss_config.needs_teacher
     if needs_teacher and not model_args.teacher_model_name_or_path:
         raise ConfigError(f"stage `{stage}` needs `teacher_model_name_or_path`")
 
