@@ -20,6 +20,12 @@ from __future__ import annotations
 import sys
 from typing import Callable, Optional, Sequence
 
+import dopd
+from dopd.cli_help import command_help, wants_help
+from dopd.env import print_env
+from dopd.hparams import ConfigError
+from dopd.verbosity import pop_verbose_flag, quiet_library_noise, uses_deepspeed, verbose_from_env
+
 USAGE = __doc__
 
 
@@ -35,6 +41,8 @@ def _split(argv: Sequence[str]) -> tuple[Optional[str], list[str]]:
 
 
 def _command(name: str) -> Callable[[Optional[str], list[str]], int]:
+    # Imported here, not at the top: each command's module imports torch and transformers (heavy, and only the
+    # command that runs needs them), and `main` must quiet the libraries' start-up noise before they are imported.
     if name == "train":
         from dopd.train.workflow import run_train_cli as fn
     elif name == "eval":
@@ -59,15 +67,10 @@ def _print_help(command: Optional[str]) -> None:
     if command is None:
         print(USAGE)
         return
-    from dopd.cli_help import command_help
-
     print(command_help(command, USAGE))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    from dopd.cli_help import wants_help
-    from dopd.verbosity import pop_verbose_flag, quiet_library_noise, uses_deepspeed, verbose_from_env
-
     flag, argv = pop_verbose_flag(sys.argv[1:] if argv is None else argv)
     verbose = flag or verbose_from_env()
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -88,17 +91,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         _print_help(cmd)
         sys.exit(0)
     if cmd == "env":
-        from dopd.env import print_env
-
         print_env()
         return
     if cmd == "version":
-        import dopd
-
         print(dopd.__version__)
         return
-    from dopd.hparams import ConfigError
-
     try:
         code = fn(config, overrides)
     except ConfigError as err:

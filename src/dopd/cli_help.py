@@ -12,6 +12,9 @@ import dataclasses
 import textwrap
 from typing import Any, Optional
 
+from dopd.hparams.parser import OUR_DATACLASSES
+from dopd.hparams.reference import SECTIONS, TRAINING_KEYS
+
 #: command -> (what it does, the sections of keys it reads; "training" is transformers' TrainingArguments)
 COMMANDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "train": ("Train the student (stage dopd, a baseline, or sft): rollouts, scoring, the routed objective, "
@@ -55,8 +58,6 @@ def usage_line(usage: str, command: str) -> Optional[str]:
 
 
 def _section_title(cls_name: str) -> str:
-    from dopd.hparams.reference import SECTIONS
-
     return SECTIONS.get(cls_name, cls_name.removesuffix("Arguments").lower())
 
 
@@ -79,13 +80,11 @@ def _key_lines(fields: list[dataclasses.Field], width: int) -> list[str]:
 
 
 def _sections(names: tuple[str, ...]) -> list[tuple[str, list[dataclasses.Field]]]:
-    from dopd.hparams.parser import OUR_DATACLASSES
-    from dopd.hparams.reference import TRAINING_KEYS
-
     by_name: dict[str, Any] = {cls.__name__: cls for cls in OUR_DATACLASSES}
     out = []
     for name in names:
         if name == "training":
+            # heavy: transformers' TrainingArguments, needed only when a command's help lists the training keys
             from dopd.hparams.training_args import DOPDTrainingArguments
 
             fields = {f.name: f for f in dataclasses.fields(DOPDTrainingArguments)}
@@ -99,8 +98,6 @@ def _sections(names: tuple[str, ...]) -> list[tuple[str, list[dataclasses.Field]
 def command_help(command: str, usage: str, width: int = 100) -> str:
     """The text `dopd-cli COMMAND --help` prints: usage, what the command does, and each key it reads with its
     default and help string, grouped by argument dataclass."""
-    from dopd.hparams.parser import OUR_DATACLASSES
-
     line = usage_line(usage, command) or f"dopd-cli {command} CONFIG.yaml [key=value ...]"
     summary, sections = COMMANDS.get(command, ("", tuple(c.__name__ for c in OUR_DATACLASSES) + ("training",)))
     out = [f"usage: {line}", ""]

@@ -1,5 +1,5 @@
 """Trainer callbacks: a JSONL log, one compact console line per log record, graceful stop on SIGTERM/Ctrl-C, and
-skipping non-finite updates."""
+skipping non-finite updates (the step timer is `dopd.train.metrics.StepTimer`)."""
 
 from __future__ import annotations
 
@@ -74,38 +74,39 @@ class GracefulStopCallback(TrainerCallback):
 
 
 class NonFiniteLossCallback(TrainerCallback):
-    """Skips the optimizer update of a step whose loss was not finite and stops after `limit` in a row.
+    """Skips the optimizer update of a step in which a loss was not finite and stops after `limit` such steps in a row.
 
-    Gradients set to None make torch optimizers leave those parameters (and their moments) untouched.
+    The trainer calls `skip_update` when a micro-batch's loss is not finite; before the optimizer step, gradients set
+    to None make torch optimizers leave those parameters (and their moments) untouched.
     """
 
-    def __init__(self, trainer: Any, limit: int) -> None:
-        self.trainer = trainer
+    def __init__(self, limit: int) -> None:
         self.limit = limit
         self.in_a_row = 0
         self.stopped_for_nonfinite = False
-        self._optimizer_started: Optional[float] = None  # set in on_pre_optimizer_step
+        self.skip_next_update = False
+
+    def skip_update(self) -> None:
+        """A loss of the current optimizer step was not finite: skip its update."""
+        self.skip_next_update = True
+
+    def cancel_skip(self) -> None:
+        """Forget a requested skip (losses computed outside the Trainer's loop, e.g. by the probe)."""
+        self.skip_next_update = False
 
     def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
-        if self.trainer.skip_next_update:
-            self.trainer.skip_next_update = False
-            self.in_a_row += 1
-            logger.warning("step %d: non-finite loss, update skipped (%d in a row)", state.global_step + 1,
-                           self.in_a_row)
-            for param in self.trainer.model.parameters():
-                param.grad = None
-            if self.limit and self.in_a_row >= self.limit:
-                logger.error("stopping: %d consecutive steps with a non-finite loss", self.in_a_row)
-                self.stopped_for_nonfinite = True
-                control.should_training_stop = True
-        else:
+        if not self.skip_next_update:
             self.in_a_row = 0
-        self._optimizer_started = time.perf_counter()
-
-    def on_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self._optimizer_started is not None:
-            self.trainer._record("time/optimizer_s", time.perf_counter() - self._optimizer_started)
-            self._optimizer_started = None
+            return
+        self.skip_next_update = False
+        self.in_a_row += 1
+        logger.warning("step %d: non-finite loss, update skipped (%d in a row)", state.global_step + 1, self.in_a_row)
+        for param in model.parameters():
+            param.grad = None
+        if self.limit and self.in_a_row >= self.limit:
+            logger.error("stopping: %d consecutive steps with a non-finite loss", self.in_a_row)
+            self.stopped_for_nonfinite = True
+            control.should_training_stop = True
 
 
 # ---------------------------------------------------------------------------------------------------- console

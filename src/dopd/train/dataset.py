@@ -6,10 +6,14 @@ before training and a DataLoader with workers can overlap it with the step.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 from torch.utils.data import Dataset
+
+from dopd.data import build_views
+from dopd.model.compat import same_prompt_encoding
 
 
 @dataclass
@@ -42,8 +46,6 @@ class PromptViewDataset(Dataset):
         # (rendered templates compared, not adapter classes: one family's checkpoints can differ in template)
         self.teacher_reads_student_ids = False
         if teacher_adapter is not None:
-            from dopd.model.compat import same_prompt_encoding
-
             self.teacher_reads_student_ids = same_prompt_encoding(student_adapter, teacher_adapter)
 
     def __len__(self) -> int:
@@ -53,8 +55,6 @@ class PromptViewDataset(Dataset):
         """The prompt views (messages + PIL images) that `__getitem__` encodes: student x, student x+p, and the
         teacher's own view when it renders one (None when it reads the student's token ids or there is no
         teacher). `dopd-cli render --save-images` writes these images, so they are exactly what each model gets."""
-        from dopd.data import build_views
-
         sample = self.samples[index]
         plain_view, priv_view = build_views(sample, self.student_adapter, self.data_args)
         teacher_view = None
@@ -88,8 +88,6 @@ class PromptViewDataset(Dataset):
 
 def text_only_view(view: Any) -> Any:
     """The same view with image placeholders and images removed, for a text-only teacher of a VLM student."""
-    import copy
-
     stripped = copy.copy(view)
     stripped.messages = [
         {**m, "content": m["content"].replace("<image>", "").strip()} for m in view.messages

@@ -82,7 +82,7 @@ def measure_accuracy(trainer: DOPDTrainer, cfg: DOPDConfig, samples: Sequence[An
         who, where = view.split("_")
         eval_args = probe_eval_args(cfg, where == "xp")
         if who == "student":
-            with model_for_generation(trainer.model_wrapped, trainer.accelerator) as model, trainer._autocast():
+            with model_for_generation(trainer.model_wrapped, trainer.accelerator) as model, trainer.autocast():
                 result = evaluate_samples(model, trainer.adapter, samples, cfg.data, eval_args, cfg.rollout)
         else:
             result = evaluate_samples(trainer.teacher, trainer.teacher_adapter, samples, cfg.data, eval_args,
@@ -127,28 +127,26 @@ def run_step_losses(trainer: DOPDTrainer, encoded: Sequence[Any], grad: bool) ->
     """One optimizer step's losses through the trainer's `compute_loss` (micro-batches of
     per_device_train_batch_size; `backward` when `grad`). Returns the step's loss and each micro-batch's logged
     `dopd/*` values."""
-    from dopd.train.trainer import _MicroBatch, _Step
-
     size = trainer.args.per_device_train_batch_size
     chunks = [list(encoded[i:i + size]) for i in range(0, len(encoded), size)]
-    trainer._step = _Step([_MicroBatch(c) for c in chunks])
+    trainer.set_step(chunks)
     scale = 1.0 if getattr(trainer, "loss_is_scaled_for_ga", False) else 1.0 / len(chunks)
     total = 0.0
     records: list[dict] = []
     model = trainer.model
     model.train()
     for chunk in chunks:
-        trainer._metrics.clear()
+        trainer.metrics.clear()
         with (torch.enable_grad() if grad else torch.no_grad()), trainer.compute_loss_context_manager():
             loss = trainer.compute_loss(model, {"samples": chunk}) * scale
         if grad:
             loss.backward()
-        trainer._head_gather.close()
+        trainer.release_heads()
         total += float(loss.detach())
-        records.append({k: v[-1] for k, v in trainer._metrics.items() if k.startswith("dopd/") and v})
-    trainer._metrics.clear()
-    trainer._step = None
-    trainer.skip_next_update = False
+        records.append(trainer.metrics.latest("dopd/"))
+    trainer.metrics.clear()
+    trainer.set_step(None)
+    trainer.nonfinite_guard.cancel_skip()
     return total, records
 
 

@@ -17,7 +17,11 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
-from dopd.hparams import ConfigError
+from dopd.data import load_dataset_samples
+from dopd.hparams import ConfigError, parse_config
+from dopd.model import load_adapter
+from dopd.model.paths import resolve_model_path
+from dopd.train.dataset import PromptViewDataset
 
 logger = logging.getLogger("dopd.render")
 
@@ -96,11 +100,6 @@ def render_samples(cfg: Any, num_samples: int = 2,
                    save_images: Optional[str] = None) -> tuple[list[RenderedSample], dict[str, Any]]:
     """The rendered views of the first `num_samples` samples, and a header (models, template kwargs, stops).
     `save_images`: a folder to write every view's images to (see `save_view_images`)."""
-    from dopd.data import load_dataset_samples
-    from dopd.model import load_adapter
-    from dopd.train.dataset import PromptViewDataset
-    from dopd.model.paths import resolve_model_path
-
     model_args, data_args = cfg.model, cfg.data
     names = data_args.dataset or data_args.eval_dataset
     if not names:
@@ -192,8 +191,6 @@ def _pop_flags(overrides: Sequence[str]) -> tuple[dict[str, str], list[str]]:
 
 
 def run_render_cli(config_path: Optional[str], overrides: Sequence[str]) -> int:
-    from dopd.hparams import parse_config
-
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     flags, rest = _pop_flags(overrides)
     try:

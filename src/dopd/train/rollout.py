@@ -8,6 +8,8 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
+from dopd.hparams import ConfigError
+
 
 @dataclass
 class RolloutResult:
@@ -44,8 +46,6 @@ def check_sampling_matches_loss(loss_config: Any, rollout_args: Any) -> None:
     is undefined for the truncated tokens). The full-distribution divergences (js, rkl, fkl and their top-K forms)
     do not depend on which token was sampled, so they accept any rollout settings.
     """
-    from dopd.hparams import ConfigError
-
     if loss_config is None:
         return
     uses = sorted({regime for regime, terms in loss_config.table.items()
