@@ -27,8 +27,9 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results" / "real_pair_lr_probe.json"
+from benchmarks.paths import REAL_PAIR_LR_PROBE, REPO
+
+RESULTS = REAL_PAIR_LR_PROBE
 
 
 def build(out: str, quick: bool, method: str, batch: int, group: int, max_new_tokens: int) -> tuple[Any, list]:

@@ -1,4 +1,4 @@
-"""docs/real_pair.md (and its curves PNG) from the records of benchmarks/results/real_pair.jsonl.
+"""docs/real_pair.md (and its curves PNG) from the records of results/real_pair.jsonl.
 
 The page states what the records hold, nothing else: stages without a record are listed as not run, with their
 command. Accuracies carry binomial 95% intervals (Wilson score).
@@ -11,6 +11,8 @@ import statistics
 from pathlib import Path
 from typing import Any, Optional
 
+from benchmarks.paths import REAL_PAIR_PREDICTIONS
+
 REGIMES = ("HT", "HS", "LH", "LL", "all")
 DIAG = ("teacher_rejected_frac", "priv_top_differs_frac", "priv_logp_gain", "grad_agrees_teacher_frac",
         "rejected_raised_frac")
@@ -18,7 +20,7 @@ METHOD_LABELS = {"vanilla_opd": "vanilla OPD, teacher without p", "vanilla_opd_p
                  "dopd": "DOPD", "dopd_veto": "DOPD + teacher veto",
                  "vanilla_opd_priv_full_rkl": "vanilla OPD, teacher with p, full reverse KL"}
 STAGES = ("template", "reference", *METHOD_LABELS)
-PREDICTIONS = Path(__file__).resolve().parent / "results" / "real_pair_predictions"
+PREDICTIONS = REAL_PAIR_PREDICTIONS
 
 
 NOTES = """- Precision: both models run in float32. On this machine (2 AVX2 cores, no bf16 instructions) a forward pass of
@@ -98,7 +100,7 @@ NOTES = """- Precision: both models run in float32. On this machine (2 AVX2 core
   terms target the privileged student instead of the teacher and whose HT term is a full-vocabulary JS, falls much
   further and changes style; which of those terms brings the code was not isolated (a run per routing-table variant,
   e.g. `prune_mode`, would). The held-out answers of each run at 3e-6 are kept (`predictions` in the records; copies in
-  `benchmarks/results/real_pair_predictions/`). The runs took ~110 s per step and ~570 s per evaluation on the
+  `results/real_pair_predictions/`). The runs took ~110 s per step and ~570 s per evaluation on the
   otherwise idle machine.
 - Session of 2026-12-04, 17:37-19:07 UTC: the teacher's held-out evaluations (`--method reference --eval-batch
   100`, same 200 problems, template and greedy decoding as the start). **Teacher without p 80.5% (161/200), with p
@@ -235,7 +237,7 @@ def mechanism_section(runs: list[tuple[str, dict[str, Any]]], predictions_dir: P
         return []
     return ["## Mechanism check (issue 24)", "",
             "The runs at lr 3e-6 side by side. \"Answers with a Python block\": held-out answers (last evaluation) "
-            "containing \"```python\", counted in the kept answers (`benchmarks/results/real_pair_predictions/`). "
+            "containing \"```python\", counted in the kept answers (`results/real_pair_predictions/`). "
             "\"First 3 tokens in R\": the share of the first three tokens of each training rollout that the routing "
             "put in regime R (`dopd/<R>/first3_frac`, mean over the 8 steps; with the veto, after it); \"–\" for runs "
             "made before the metric existed or that score no privileged policy.", "", table(rows), ""]
@@ -309,7 +311,7 @@ def write_page(records: list[dict[str, Any]], report_dir: Any, quick: bool = Fal
     cfg = records[-1]["config"] if records else {}
     task = records[-1]["task"] if records else {}
     lines = ["# Real weights: Qwen2.5-Coder-1.5B-Instruct → 0.5B-Instruct (CPU)", "",
-             "*Written by `python -m benchmarks.real_pair --report-only` from `benchmarks/results/real_pair.jsonl`; "
+             "*Written by `python -m benchmarks.real_pair --report-only` from `results/real_pair.jsonl`; "
              "do not edit by hand.*", ""]
     if quick:
         lines += ["**Quick mode**: tiny random-init models, a handful of problems; checks the pipeline, not the outcome.",

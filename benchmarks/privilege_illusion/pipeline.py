@@ -125,14 +125,14 @@ def quick_config(out_dir: str, task: str = "text") -> TestbedConfig:
 
 
 # The premise variant's SFT budgets, chosen with `python -m benchmarks.privilege_illusion.sft_probe` on the validation
-# split (seed 0) before any distillation run, by the premises alone (rows in benchmarks/results/
+# split (seed 0) before any distillation run, by the premises alone (rows in results/
 # testbed_premise_sft_probe.jsonl): a mixed teacher needs 900 steps to read p (300: 15% with p, 60% without; 900: 94%
 # and 69% without); a student on the mixed set alone, with p / without p: 250 steps 23/21% (14.8/38.7% on the test
 # split over three seeds, the first premise run), 500: 40/70%, 1000: 100/68% (the ceiling without p: no room left);
 # 300 steps on x+p then 100 on the mixed set: 52/11%.
 SFT_BUDGET_PREMISE = dict(teacher_steps=900, student_priv_steps=300, student_steps=100)
 # The distillation lr grid of the premise variant. It ended at 2e-4 until that was chosen, at the grid's edge, with
-# vanilla OPD still rising at the last step on seed 0 (benchmarks/results/testbed_premise_lr_grid_to_2e-4.json);
+# vanilla OPD still rising at the last step on seed 0 (results/testbed_premise_lr_grid_to_2e-4.json);
 # then extended upward.
 LR_GRID_PREMISE = (2e-5, 5e-5, 2e-4, 5e-4, 1e-3)
 
