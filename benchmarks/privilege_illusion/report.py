@@ -299,22 +299,11 @@ on x, unlike the paper's general-purpose teacher.
 """
 
 
-def write_page(results: dict[str, Any], report_dir: str | Path, command: str, notes: str = "") -> dict[str, str]:
-    """`command` is the one that produced `results` (stored in results.json by the run)."""
-    """Write testbed.md and testbed_curves.png into `report_dir`; returns their paths."""
-    report_dir = Path(report_dir)
-    report_dir.mkdir(parents=True, exist_ok=True)
-    kind = results["config"].get("task", "text")
-    md_name, png_name = PAGE_NAMES[kind]
-    png = plot_curves(results, report_dir / png_name)
+def _page_head(results: dict[str, Any], command: str) -> str:
+    """The title, the command that produced `results`, seeds and wall time."""
     cfg = results["config"]
-    task = results["task"]
-    ex = task["example"]
     seeds = ", ".join(str(s) for s in cfg["seeds"])
-    timings = {s["seed"]: s["timings"] for s in results["seeds"]}
-    student_data = ("x and x+p (each training row twice, `pi_text_train_mixed`), so that the privileged student "
-                    "S(.|x,p) has seen p" if cfg.get("student_data", "mixed") == "mixed" else "x only")
-    page = f"""# Privilege-illusion testbed
+    return f"""# Privilege-illusion testbed
 
 *This page is written by `benchmarks/privilege_illusion` itself; do not edit it by hand: re-run the command.*
 
@@ -325,7 +314,14 @@ def write_page(results: dict[str, Any], report_dir: str | Path, command: str, no
 Seeds: {seeds} (task data seed {cfg['task_seed']}); wall time {results['runtime_s'] / 60:.1f} min on this machine
 ({cfg['jobs']} worker process(es), one torch thread each). {'**Quick mode: a pipeline check, the numbers mean nothing.**' if cfg['quick'] else ''}
 
-## The task (text, generated on the fly)
+"""
+
+
+def _text_task_part(results: dict[str, Any]) -> str:
+    """The text task, with the first training row as its example."""
+    cfg, task = results["config"], results["task"]
+    ex = task["example"]
+    return f"""## The task (text, generated on the fly)
 
 Add three digits with a short chain (first partial sum, second sum, final answer). The privileged information p is
 a step-wise hint: the first partial sum, never the answer. In a share of questions
@@ -344,7 +340,14 @@ questions; held-out questions are independent draws and may repeat a training qu
 1,100 questions). Best held-out accuracy without p if every sum is right and the hidden digit is guessed: {100 * task['accuracy_ceiling_without_p']:.0f}%. Held-out evaluation: greedy, without p
 (`dopd.eval.evaluate_samples`, `answer` extractor, numeric metric).
 
-## Pipeline (same start for every method)
+"""
+
+
+def _pipeline_part(cfg: dict[str, Any]) -> str:
+    """How the teacher, the student and every method's run are made."""
+    student_data = ("x and x+p (each training row twice, `pi_text_train_mixed`), so that the privileged student "
+                    "S(.|x,p) has seen p" if cfg.get("student_data", "mixed") == "mixed" else "x only")
+    return f"""## Pipeline (same start for every method)
 
 1. Teacher: tiny `{cfg['family']}` `{cfg['teacher_size']}` model (random init, seed k), `stage: sft`,
    `sft_view: privileged`, {cfg['teacher_steps']} steps, batch {cfg['sft_batch']}, lr {cfg['teacher_lr']}.
@@ -356,7 +359,13 @@ questions; held-out questions are independent draws and may repeat a training qu
    trim 5%, per-sequence token mean).
    Held-out accuracy every {cfg['eval_every']} steps.
 
-## Held-out accuracy (mean ± std over seeds {seeds})
+"""
+
+
+def _outcome_part(results: dict[str, Any]) -> str:
+    """Accuracy, the verdict, the pruning probe and the routing fractions."""
+    seeds = ", ".join(str(s) for s in results["config"]["seeds"])
+    return f"""## Held-out accuracy (mean ± std over seeds {seeds})
 
 {markdown_table(accuracy_table(results))}
 
@@ -384,7 +393,13 @@ regimes are computed for the log although its loss ignores them).
 
 {markdown_table(regime_table(results))}
 
-## Curves
+"""
+
+
+def _curves_and_runtime_part(results: dict[str, Any], png: str, notes: str) -> str:
+    """The curves PNG, the notes (what was tried) and the runtime per seed."""
+    timings = {s["seed"]: s["timings"] for s in results["seeds"]}
+    return f"""## Curves
 
 ![accuracy and entropy over steps]({Path(png).name})
 
@@ -394,6 +409,18 @@ regimes are computed for the log although its loss ignores them).
 
 {markdown_table([["seed", "teacher SFT", "student SFT", "total"]] + [[str(k), str(v.get('teacher_sft')), str(v.get('student_sft')), str(v.get('total'))] for k, v in timings.items()])}
 """
+
+
+def write_page(results: dict[str, Any], report_dir: str | Path, command: str, notes: str = "") -> dict[str, str]:
+    """Write testbed.md (testbed_vlm.md for the VLM task) and its curves PNG into `report_dir`; returns their paths.
+    `command` is the one that produced `results` (stored in results.json by the run)."""
+    report_dir = Path(report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    kind = results["config"].get("task", "text")
+    md_name, png_name = PAGE_NAMES[kind]
+    png = plot_curves(results, report_dir / png_name)
+    page = (_page_head(results, command) + _text_task_part(results) + _pipeline_part(results["config"])
+            + _outcome_part(results) + _curves_and_runtime_part(results, png, notes))
     if kind == "vlm":
         page = _vlm_page(page, results, notes)
     else:
