@@ -1,6 +1,6 @@
 """The shape of benchmarks/: its modules import one way (no two need each other, function-local imports included),
 committed results live in results/ and not among the code, and no function is over 60 lines unless a comment on
-its `def` line or the line above says why it reads better whole."""
+its `def` line or the line above says why it reads better whole (a comment with the word "whole")."""
 
 from __future__ import annotations
 
@@ -69,3 +69,18 @@ def test_committed_results_are_not_among_the_benchmark_code():
     assert not data, f"results belong in results/, not benchmarks/: {data}"
     assert (REPO / "results" / "real_pair.jsonl").is_file()
 
+
+
+def test_no_long_benchmark_function_without_a_reason():
+    long = []
+    for path in sorted(BENCH.rglob("*.py")):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for node in ast.walk(ast.parse("\n".join(lines))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                size = node.end_lineno - node.lineno + 1
+                first = node.decorator_list[0].lineno if node.decorator_list else node.lineno
+                comment = lines[node.lineno - 1].partition("#")[2] + lines[first - 2].partition("#")[2]
+                said = "whole" in comment  # e.g. "# reads better whole: ..."
+                if size > MAX_LINES and not said:
+                    long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({size} lines)")
+    assert not long, "functions over 60 lines with no comment saying why they read better whole:\n" + "\n".join(long)
