@@ -195,7 +195,7 @@ def run_in_subprocess(path: str, tokens: int, args: argparse.Namespace) -> dict[
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lengths", default="1024,4096,8192", help="comma-separated response lengths (tokens)")
     parser.add_argument("--vocab", type=int, default=151936)
@@ -211,15 +211,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="DeepSpeed ZeRO-3, 2 processes on CPU (gloo): the logits path (head called as a module) "
                              "vs the chunked path with each head gathered once; peak extra memory = max over ranks")
     parser.add_argument("--_case", default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    if args._case:  # child process: one case, JSON on the last line of stdout
-        path, tokens = args._case.split(":")
-        print(json.dumps((run_zero3_case if args.zero3 else run_case)(path, int(tokens), args)))
-        return 0
 
-    lengths = [int(x) for x in args.lengths.split(",") if x]
-    paths = [p for p in args.paths.split(",") if p]
+def measure_cases(args: argparse.Namespace, lengths: list[int], paths: list[str]) -> list[dict[str, Any]]:
+    """Every (path, length) case, each in a fresh process on CPU; a case predicted to exceed 85% of the available
+    memory is skipped and says so."""
     results: list[dict[str, Any]] = []
     for tokens in lengths:
         for path in paths:
@@ -239,7 +236,11 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print(f"{path:8s} T={tokens:6d}  peak extra {res['peak_extra_bytes'] / 2**30:7.2f} GiB  "
                       f"time {res['time_s']:7.2f} s  cpu {res['cpu_s']:7.2f} s  loss {res['loss']:.4f}", flush=True)
+    return results
 
+
+def print_ratios(args: argparse.Namespace, lengths: list[int], results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The chunked path against the logits path per length (memory, wall and CPU time); returns the ratio rows."""
     print()
     print(f"V={args.vocab} H={args.hidden} chunk={args.chunk_size} device={args.device} dtype={args.dtype}")
     print(f"{'tokens':>7} | {'logits GiB':>10} {'chunked GiB':>11} {'mem ratio':>9} | "
@@ -267,20 +268,36 @@ def main(argv: list[str] | None = None) -> int:
         print("ZeRO-3, 2 processes: peak extra memory = the larger rank's; target at 2,048 tokens: memory ratio <= 0.3")
     else:
         print("targets at 4k tokens: memory ratio <= 0.25, time ratio <= 1.5")
+    return ratios
 
+
+def write_json(args: argparse.Namespace, results: list[dict[str, Any]], ratios: list[dict[str, Any]]) -> None:
+    import torch  # imported where used, as in run_case: on CPU the parent process runs every case in a child
+
+    meta = {"zero3_two_processes": args.zero3, "vocab": args.vocab, "hidden": args.hidden, "chunk_size": args.chunk_size, "device": args.device,
+            "dtype": args.dtype, "repeats": args.repeats, "torch": torch.__version__,
+            "cpu_threads": torch.get_num_threads(), "platform": platform.platform(),
+            "memory_measure": "ru_maxrss of a fresh subprocess minus RSS after inputs" if args.device == "cpu"
+            else "torch.cuda.max_memory_allocated minus memory_allocated after inputs"}
+    with open(args.out, "w") as fh:
+        json.dump({"meta": meta, "results": results, "ratios": ratios}, fh, indent=2)
+    print(f"wrote {args.out}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args._case:  # child process: one case, JSON on the last line of stdout
+        path, tokens = args._case.split(":")
+        print(json.dumps((run_zero3_case if args.zero3 else run_case)(path, int(tokens), args)))
+        return 0
+
+    lengths = [int(x) for x in args.lengths.split(",") if x]
+    paths = [p for p in args.paths.split(",") if p]
+    results = measure_cases(args, lengths, paths)
+    ratios = print_ratios(args, lengths, results)
     if args.out:
-        import torch
-
-        meta = {"zero3_two_processes": args.zero3, "vocab": args.vocab, "hidden": args.hidden, "chunk_size": args.chunk_size, "device": args.device,
-                "dtype": args.dtype, "repeats": args.repeats, "torch": torch.__version__,
-                "cpu_threads": torch.get_num_threads(), "platform": platform.platform(),
-                "memory_measure": "ru_maxrss of a fresh subprocess minus RSS after inputs" if args.device == "cpu"
-                else "torch.cuda.max_memory_allocated minus memory_allocated after inputs"}
-        with open(args.out, "w") as fh:
-            json.dump({"meta": meta, "results": results, "ratios": ratios}, fh, indent=2)
-        print(f"wrote {args.out}")
+        write_json(args, results, ratios)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

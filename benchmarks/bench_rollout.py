@@ -121,36 +121,11 @@ def step_versus_micro_batches(args: argparse.Namespace, family: str) -> list[dic
     return results
 
 
-def hf_options(args: argparse.Namespace, family: str) -> list[dict[str, Any]]:
-    """What transformers itself offers for batched sampling, on one step's rollout (`--step-prompts` x
-    `--micro-batches` prompts x G): the adapter's `generate` on prompts repeated G times (what the HF engine does),
-    `num_return_sequences=G` on each prompt once, a static KV cache, and (with --compile) a static cache plus
-    `torch.compile` of the forward. Same answer length; modes alternate within each repeat."""
+def time_modes(args: argparse.Namespace, adapter: Any, model: Any, modes: dict[str, tuple[dict, dict]],
+               base_kw: dict[str, Any]) -> tuple[dict[str, list[float]], dict[str, int]]:
+    """Seconds of each timed `generate` per mode (modes alternate within each repeat) and each mode's token count."""
     import torch
 
-    student, student_dir, _, _ = cli.build_pair(args, family, need_teacher=False)
-    group, prompts_n = args.step_generations, args.step_prompts * args.micro_batches
-    cfg = trainers.dopd_config(args, "opsd", student_dir, None, prompts_n, group, args.max_new_tokens, 1)
-    samples = data.make_samples(family, prompts_n, args.prompt_words, 0, None,
-                                  image_dir=os.path.join(cli.workdir(args), "images"))
-    trainer = trainers.make_dopd_trainer(cfg, student, None, samples)
-    adapter = trainer.adapter
-    plain = [trainer.train_dataset[i].plain for i in range(prompts_n)]
-    repeated = {k: (v.to(args.device) if hasattr(v, "to") else v)
-                for k, v in adapter.collate_prompts([p for p in plain for _ in range(group)]).items()}
-    unique = {k: (v.to(args.device) if hasattr(v, "to") else v) for k, v in adapter.collate_prompts(plain).items()}
-    from dopd.train.rollout import generation_kwargs
-
-    base_kw = generation_kwargs(trainer.rollout_args)
-    base_kw["min_new_tokens"] = args.max_new_tokens
-    modes: dict[str, tuple[dict, dict]] = {
-        "repeat prompts (HF engine)": (repeated, {}),
-        "num_return_sequences": (unique, {"num_return_sequences": group}),
-        "static cache": (repeated, {"cache_implementation": "static"}),
-    }
-    if args.compile:
-        modes["static cache + torch.compile"] = (repeated, {"cache_implementation": "static", "_compile": True})
-    model = trainer.model
     model.eval()
     compiled_forward = None
     times: dict[str, list[float]] = {m: [] for m in modes}
@@ -173,6 +148,37 @@ def hf_options(args: argparse.Namespace, family: str) -> list[dict[str, Any]]:
             if i >= args.warmup:
                 times[mode].append(time.perf_counter() - start)
                 tokens[mode] = sum(len(r) for r in out)
+    return times, tokens
+
+
+def hf_options(args: argparse.Namespace, family: str) -> list[dict[str, Any]]:
+    """What transformers itself offers for batched sampling, on one step's rollout (`--step-prompts` x
+    `--micro-batches` prompts x G): the adapter's `generate` on prompts repeated G times (what the HF engine does),
+    `num_return_sequences=G` on each prompt once, a static KV cache, and (with --compile) a static cache plus
+    `torch.compile` of the forward. Same answer length; modes alternate within each repeat."""
+    student, student_dir, _, _ = cli.build_pair(args, family, need_teacher=False)
+    group, prompts_n = args.step_generations, args.step_prompts * args.micro_batches
+    cfg = trainers.dopd_config(args, "opsd", student_dir, None, prompts_n, group, args.max_new_tokens, 1)
+    samples = data.make_samples(family, prompts_n, args.prompt_words, 0, None,
+                                  image_dir=os.path.join(cli.workdir(args), "images"))
+    trainer = trainers.make_dopd_trainer(cfg, student, None, samples)
+    adapter = trainer.adapter
+    plain = [trainer.train_dataset[i].plain for i in range(prompts_n)]
+    repeated = {k: (v.to(args.device) if hasattr(v, "to") else v)
+                for k, v in adapter.collate_prompts([p for p in plain for _ in range(group)]).items()}
+    unique = {k: (v.to(args.device) if hasattr(v, "to") else v) for k, v in adapter.collate_prompts(plain).items()}
+    from dopd.train.rollout import generation_kwargs
+
+    base_kw = generation_kwargs(trainer.rollout_args)
+    base_kw["min_new_tokens"] = args.max_new_tokens
+    modes: dict[str, tuple[dict, dict]] = {
+        "repeat prompts (HF engine)": (repeated, {}),
+        "num_return_sequences": (unique, {"num_return_sequences": group}),
+        "static cache": (repeated, {"cache_implementation": "static"}),
+    }
+    if args.compile:
+        modes["static cache + torch.compile"] = (repeated, {"cache_implementation": "static", "_compile": True})
+    times, tokens = time_modes(args, adapter, trainer.model, modes, base_kw)
     results = []
     for mode in modes:
         seconds = measure.median(times[mode])
@@ -184,7 +190,7 @@ def hf_options(args: argparse.Namespace, family: str) -> list[dict[str, Any]]:
     return results
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     cli.add_common_args(parser)
     parser.add_argument("--families", default="text", help="comma-separated: text (Qwen2), vlm (Qwen2-VL)")
@@ -206,33 +212,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hf-options", action="store_true",
                         help="instead of the sweep: transformers' batched-sampling options on one step's rollout")
     parser.add_argument("--compile", action="store_true", help="--hf-options: also static cache + torch.compile")
-    args = parser.parse_args(argv)
-    cli.setup_torch(args)
-    env = report.environment(args)
-    if args.hf_options:
-        results = []
-        for family in [FAMILIES.get(f, f) for f in args.families.split(",") if f]:
-            results += hf_options(args, family)
-        rows = [[r["family"], r["mode"], r["sequences"], r["seconds"], r["tokens_per_s"], r["ratio"]]
-                for r in results]
-        table = report.print_table(["model", "generate", "seqs", "seconds", "tokens/s", "x repeat prompts"], rows,
-                                   title="transformers' batched-sampling options, one step's rollout (median)")
-        report.write_json(args.out, {"benchmark": "bench_rollout --hf-options", "environment": env, "args": {
-            k: v for k, v in vars(args).items() if not k.startswith("_")}, "results": results, "table": table})
-        return 0
-    if args.step_compare:
-        results = []
-        for family in [FAMILIES.get(f, f) for f in args.families.split(",") if f]:
-            results += step_versus_micro_batches(args, family)
-        rows = [[r["family"], r["mode"], r["sequences"], r["sequences_per_generate"], r["seconds"],
-                 r["tokens_per_s"], r["ratio_to_micro_batch"], report.verdict(r["ratio_to_micro_batch"], 2.0, False)
-                 if r["mode"] == "step" else ""] for r in results]
-        table = report.print_table(["model", "rollout", "seqs", "seqs/generate", "rollout s", "tokens/s",
-                                    "x micro_batch", "target >= 2x"], rows,
-                                   title="one step's rollout: per micro-batch vs the whole step (median)")
-        report.write_json(args.out, {"benchmark": "bench_rollout --step-compare", "environment": env, "args": {
-            k: v for k, v in vars(args).items() if not k.startswith("_")}, "results": results, "table": table})
-        return 0
+    return parser.parse_args(argv)
+
+
+def run_hf_options(args: argparse.Namespace, env: dict[str, Any]) -> None:
+    results = []
+    for family in [FAMILIES.get(f, f) for f in args.families.split(",") if f]:
+        results += hf_options(args, family)
+    rows = [[r["family"], r["mode"], r["sequences"], r["seconds"], r["tokens_per_s"], r["ratio"]]
+            for r in results]
+    table = report.print_table(["model", "generate", "seqs", "seconds", "tokens/s", "x repeat prompts"], rows,
+                               title="transformers' batched-sampling options, one step's rollout (median)")
+    report.write_json(args.out, {"benchmark": "bench_rollout --hf-options", "environment": env, "args": {
+        k: v for k, v in vars(args).items() if not k.startswith("_")}, "results": results, "table": table})
+
+
+def run_step_compare(args: argparse.Namespace, env: dict[str, Any]) -> None:
+    results = []
+    for family in [FAMILIES.get(f, f) for f in args.families.split(",") if f]:
+        results += step_versus_micro_batches(args, family)
+    rows = [[r["family"], r["mode"], r["sequences"], r["sequences_per_generate"], r["seconds"],
+             r["tokens_per_s"], r["ratio_to_micro_batch"], report.verdict(r["ratio_to_micro_batch"], 2.0, False)
+             if r["mode"] == "step" else ""] for r in results]
+    table = report.print_table(["model", "rollout", "seqs", "seqs/generate", "rollout s", "tokens/s",
+                                "x micro_batch", "target >= 2x"], rows,
+                               title="one step's rollout: per micro-batch vs the whole step (median)")
+    report.write_json(args.out, {"benchmark": "bench_rollout --step-compare", "environment": env, "args": {
+        k: v for k, v in vars(args).items() if not k.startswith("_")}, "results": results, "table": table})
+
+
+def run_sweep(args: argparse.Namespace, env: dict[str, Any]) -> None:
     print(f"bench_rollout on {env.get('gpu') or env['cpu']} ({env['cpu_count']} cores), torch {env['torch']}, "
           f"transformers {env['transformers']}, {args.dtype}", flush=True)
     results: list[dict[str, Any]] = []
@@ -244,6 +253,18 @@ def main(argv: list[str] | None = None) -> int:
                                rows, title="rollout throughput (median of the timed rollouts)")
     report.write_json(args.out, {"benchmark": "bench_rollout", "environment": env, "args": {
         k: v for k, v in vars(args).items() if not k.startswith("_")}, "results": results, "table": table})
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    cli.setup_torch(args)
+    env = report.environment(args)
+    if args.hf_options:
+        run_hf_options(args, env)
+    elif args.step_compare:
+        run_step_compare(args, env)
+    else:
+        run_sweep(args, env)
     return 0
 
 

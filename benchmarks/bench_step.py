@@ -44,9 +44,11 @@ FAMILIES = {"text": "qwen2", "vlm": "qwen2_vl"}
 TARGET = 1.3
 
 
-def run_stage(args: argparse.Namespace, family: str, stage: str, teacher: Any, teacher_dir: str,
-              scope: str = "step", cache: str = "device") -> dict[str, Any]:
-    import torch
+def build_stage_trainer(args: argparse.Namespace, family: str, stage: str, teacher: Any, teacher_dir: str,
+                        scope: str, cache: str) -> tuple[Any, Any, list[float]]:
+    """A fresh student and its trainer for one stage, built as `run_train` builds them; for `sft` the loss is wrapped
+    to time it (its scoring figure). Returns the trainer, the student and the list the sft timings go to."""
+    from dopd.model import load_adapter  # heavy (torch): benchmarks import it where used, so --help stays light
 
     student, student_dir, _, _ = cli.build_pair(args, family, need_teacher=False)
     gc.collect()
@@ -58,8 +60,6 @@ def run_stage(args: argparse.Namespace, family: str, stage: str, teacher: Any, t
         extra["teacher_sees_privileged"] = False
     cfg = trainers.dopd_config(args, stage, student_dir, None if stage == "sft" else teacher_dir, args.batch,
                              args.num_generations, args.max_new_tokens, max_steps, **extra)
-    from dopd.model import load_adapter
-
     tok = load_adapter(student_dir).tokenizer
     response = data.response_text(tok, args.max_new_tokens)
     samples = data.make_samples(family, args.batch * args.accumulation * max_steps, args.prompt_words,
@@ -82,32 +82,22 @@ def run_stage(args: argparse.Namespace, family: str, stage: str, teacher: Any, t
             return out
 
         trainer._sft_loss = timed_sft
+    return trainer, student, sft_times
+
+
+def run_stage(args: argparse.Namespace, family: str, stage: str, teacher: Any, teacher_dir: str,
+              scope: str = "step", cache: str = "device") -> dict[str, Any]:
+    import torch
+
+    trainer, student, sft_times = build_stage_trainer(args, family, stage, teacher, teacher_dir, scope, cache)
     timer = measure.step_timer(args.device)
     trainer.add_callback(timer)
     trainers.quiet(trainer)
     trainer.train()
 
-    logs = [e for e in trainer.state.log_history if "time/update_s" in e][args.warmup:]
-    steps = timer.times[args.warmup:]
-    if stage == "sft":
-        rollout = [0.0] * len(steps)
-        scoring = sft_times[args.warmup:]
-        tokens = [float(args.max_new_tokens)] * len(steps)
-    else:
-        rollout = [e["time/rollout_s"] for e in logs]
-        scoring = [e["time/scoring_s"] for e in logs]
-        tokens = [e["rollout/response_length"] for e in logs]
-    backward = [e["time/update_s"] for e in logs]
-    result = {
-        "family": family, "stage": stage, "scope": scope, "score_cache": cache, "steps": len(steps),
-        "sequences": args.batch * args.accumulation * (1 if stage == "sft" else args.num_generations),
-        "response_length": measure.mean(tokens),
-        "rollout_s": measure.median(rollout), "scoring_s": measure.median(scoring),
-        "update_s": measure.median([s - r - c for s, r, c in zip(steps, rollout, scoring)]),
-        "backward_s": measure.median(backward), "step_s": measure.median(steps), "step_times_s": steps,
-        "rollout_times_s": rollout, "scoring_times_s": scoring,
-        "params_student": models.count_params(student),
-    }
+    result = stage_timings(args, stage, trainer.state.log_history, timer.times, sft_times)
+    result = {"family": family, "stage": stage, "scope": scope, "score_cache": cache, **result,
+              "params_student": models.count_params(student)}
     result["peak_rss_bytes"] = measure.peak_rss()  # since this stage's models were built (VmHWM reset there)
     if args.device.startswith("cuda"):
         result["cuda_max_memory_allocated"] = int(torch.cuda.max_memory_allocated())
@@ -119,7 +109,32 @@ def run_stage(args: argparse.Namespace, family: str, stage: str, teacher: Any, t
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
+def stage_timings(args: argparse.Namespace, stage: str, log_history: list[dict[str, Any]], step_times: list[float],
+                  sft_times: list[float]) -> dict[str, Any]:
+    """Median rollout / scoring / update / step seconds over the timed steps (after the warm-up), with every step's."""
+    logs = [e for e in log_history if "time/update_s" in e][args.warmup:]
+    steps = step_times[args.warmup:]
+    if stage == "sft":
+        rollout = [0.0] * len(steps)
+        scoring = sft_times[args.warmup:]
+        tokens = [float(args.max_new_tokens)] * len(steps)
+    else:
+        rollout = [e["time/rollout_s"] for e in logs]
+        scoring = [e["time/scoring_s"] for e in logs]
+        tokens = [e["rollout/response_length"] for e in logs]
+    backward = [e["time/update_s"] for e in logs]
+    return {
+        "steps": len(steps),
+        "sequences": args.batch * args.accumulation * (1 if stage == "sft" else args.num_generations),
+        "response_length": measure.mean(tokens),
+        "rollout_s": measure.median(rollout), "scoring_s": measure.median(scoring),
+        "update_s": measure.median([s - r - c for s, r, c in zip(steps, rollout, scoring)]),
+        "backward_s": measure.median(backward), "step_s": measure.median(steps), "step_times_s": steps,
+        "rollout_times_s": rollout, "scoring_times_s": scoring,
+    }
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     cli.add_common_args(parser)
     parser.add_argument("--families", default="text,vlm", help="comma-separated: text (Qwen2), vlm (Qwen2-VL)")
@@ -140,54 +155,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per stage")
     parser.add_argument("--free-length", action="store_true",
                         help="let answers stop at a stop token (default: exactly --max-new-tokens tokens)")
-    args = parser.parse_args(argv)
-    cli.setup_torch(args)
+    return parser.parse_args(argv)
 
-    families = [FAMILIES.get(f, f) for f in args.families.split(",") if f]
-    stages = [s for s in args.stages.split(",") if s]
-    env = report.environment(args)
-    print(f"bench_step on {env.get('gpu') or env['cpu']} ({env['cpu_count']} cores), torch {env['torch']}, "
-          f"transformers {env['transformers']}, {args.dtype}", flush=True)
-    results: list[dict[str, Any]] = []
+
+def variants(stages: list[str], scopes: list[str], caches: list[str]) -> list[tuple[str, str, str]]:
+    """(stage, routing scope, score cache) runs: every scope for the distillation stages, every cache for dopd at step
+    scope, the first of each otherwise."""
+    out = []
+    for stage in stages:
+        for scope in (scopes if stage != "sft" else scopes[:1]):
+            for cache in (caches if (stage == "dopd" and scope == "step") else caches[:1]):
+                out.append((stage, scope, cache))
+    return out
+
+
+def family_ratios(results: list[dict[str, Any]], family: str) -> dict[str, dict[str, float]]:
+    """The ratios of one model family's runs (DOPD against vanilla OPD, step against micro-batch scope, SFT)."""
+    by_stage = {r["variant"]: r for r in results if r["family"] == family}
     ratios: dict[str, dict[str, float]] = {}
-    for family in families:
-        _, _, teacher, teacher_dir = cli.build_pair(args, family, need_teacher=True)
-        scopes = [x for x in args.scopes.split(",") if x]
-        caches = [x for x in args.score_caches.split(",") if x]
-        variants = []
-        for stage in stages:
-            for scope in (scopes if stage != "sft" else scopes[:1]):
-                for cache in (caches if (stage == "dopd" and scope == "step") else caches[:1]):
-                    variants.append((stage, scope, cache))
-        for stage, scope, cache in variants:
-            started = time.perf_counter()
-            res = run_stage(args, family, stage, teacher, teacher_dir, scope, cache)
-            res["wall_s"] = time.perf_counter() - started
-            res["variant"] = stage if (scope, cache) == (scopes[0], caches[0]) else f"{stage} [{scope}, cache {cache}]"
-            results.append(res)
-            report.row_done(args.out, f"  {family} {res['variant']}: {res['step_s']:.3f} s/step "
-                            f"({res['wall_s']:.0f} s incl. setup)", res)
-        del teacher
-        gc.collect()
-        by_stage = {r["variant"]: r for r in results if r["family"] == family}
-        if "dopd" in by_stage and "dopd [micro_batch, cache device]" in by_stage:
-            ratios.setdefault(family, {})["dopd step / micro_batch scope, step_s"] = (
-                by_stage["dopd"]["step_s"] / by_stage["dopd [micro_batch, cache device]"]["step_s"])
-            ratios[family]["dopd step / micro_batch scope, rollout_s"] = (
-                by_stage["dopd"]["rollout_s"] / by_stage["dopd [micro_batch, cache device]"]["rollout_s"])
-        if "dopd" in by_stage and "vanilla_opd" in by_stage:
-            d, v = by_stage["dopd"], by_stage["vanilla_opd"]
-            ratios.setdefault(family, {}).update({f"dopd/vanilla_opd {k}": d[k] / v[k] for k in (
-                "step_s", "rollout_s", "scoring_s", "update_s") if v[k] > 0})
-            # both rollouts do identical work (same weights, seed and fixed length): pooling their times removes the
-            # noise a shared machine adds to one of them
-            pooled = 0.5 * (d["rollout_s"] + v["rollout_s"])
-            ratios[family]["dopd/vanilla_opd step_s, rollout pooled"] = (
-                (pooled + d["scoring_s"] + d["update_s"]) / (pooled + v["scoring_s"] + v["update_s"]))
-        if "sft" in by_stage and "vanilla_opd" in by_stage:
-            ratios.setdefault(family, {})["sft/vanilla_opd step_s"] = by_stage["sft"]["step_s"] / \
-                by_stage["vanilla_opd"]["step_s"]
+    if "dopd" in by_stage and "dopd [micro_batch, cache device]" in by_stage:
+        ratios.setdefault(family, {})["dopd step / micro_batch scope, step_s"] = (
+            by_stage["dopd"]["step_s"] / by_stage["dopd [micro_batch, cache device]"]["step_s"])
+        ratios[family]["dopd step / micro_batch scope, rollout_s"] = (
+            by_stage["dopd"]["rollout_s"] / by_stage["dopd [micro_batch, cache device]"]["rollout_s"])
+    if "dopd" in by_stage and "vanilla_opd" in by_stage:
+        d, v = by_stage["dopd"], by_stage["vanilla_opd"]
+        ratios.setdefault(family, {}).update({f"dopd/vanilla_opd {k}": d[k] / v[k] for k in (
+            "step_s", "rollout_s", "scoring_s", "update_s") if v[k] > 0})
+        # both rollouts do identical work (same weights, seed and fixed length): pooling their times removes the
+        # noise a shared machine adds to one of them
+        pooled = 0.5 * (d["rollout_s"] + v["rollout_s"])
+        ratios[family]["dopd/vanilla_opd step_s, rollout pooled"] = (
+            (pooled + d["scoring_s"] + d["update_s"]) / (pooled + v["scoring_s"] + v["update_s"]))
+    if "sft" in by_stage and "vanilla_opd" in by_stage:
+        ratios.setdefault(family, {})["sft/vanilla_opd step_s"] = by_stage["sft"]["step_s"] / \
+            by_stage["vanilla_opd"]["step_s"]
+    return ratios
 
+
+def print_tables(results: list[dict[str, Any]], ratios: dict[str, dict[str, float]]) -> tuple[str, str]:
     headers = ["model", "stage", "seqs", "resp len", "rollout s", "scoring s", "update s", "step s",
                "rollout %", "scoring %", "update %", "peak RSS MiB"]
     rows = []
@@ -205,6 +211,36 @@ def main(argv: list[str] | None = None) -> int:
                                report.verdict(value, target) if target is not None else ""])
     ratio_table = report.print_table(["model", "ratio", "value", "target", "verdict"], ratio_rows,
                                      title="ratios (same run, same model and batch)")
+    return table, ratio_table
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    cli.setup_torch(args)
+
+    families = [FAMILIES.get(f, f) for f in args.families.split(",") if f]
+    stages = [s for s in args.stages.split(",") if s]
+    env = report.environment(args)
+    print(f"bench_step on {env.get('gpu') or env['cpu']} ({env['cpu_count']} cores), torch {env['torch']}, "
+          f"transformers {env['transformers']}, {args.dtype}", flush=True)
+    results: list[dict[str, Any]] = []
+    ratios: dict[str, dict[str, float]] = {}
+    for family in families:
+        _, _, teacher, teacher_dir = cli.build_pair(args, family, need_teacher=True)
+        scopes = [x for x in args.scopes.split(",") if x]
+        caches = [x for x in args.score_caches.split(",") if x]
+        for stage, scope, cache in variants(stages, scopes, caches):
+            started = time.perf_counter()
+            res = run_stage(args, family, stage, teacher, teacher_dir, scope, cache)
+            res["wall_s"] = time.perf_counter() - started
+            res["variant"] = stage if (scope, cache) == (scopes[0], caches[0]) else f"{stage} [{scope}, cache {cache}]"
+            results.append(res)
+            report.row_done(args.out, f"  {family} {res['variant']}: {res['step_s']:.3f} s/step "
+                            f"({res['wall_s']:.0f} s incl. setup)", res)
+        del teacher
+        gc.collect()
+        ratios.update(family_ratios(results, family))
+    table, ratio_table = print_tables(results, ratios)
     report.write_json(args.out, {"benchmark": "bench_step", "environment": env, "args": {
         k: v for k, v in vars(args).items() if not k.startswith("_")}, "results": results, "ratios": ratios,
         "target": {"dopd/vanilla_opd step_s": TARGET}, "table": table, "ratio_table": ratio_table})

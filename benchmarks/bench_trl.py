@@ -148,7 +148,7 @@ def child(args: argparse.Namespace, framework: str) -> dict[str, Any]:
     return res
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     cli.add_common_args(parser)
     parser.add_argument("--frameworks", default=",".join(FRAMEWORKS), help="comma-separated: " + ", ".join(FRAMEWORKS))
@@ -164,8 +164,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--free-length", action="store_true",
                         help="let answers stop at a stop token (default: exactly --max-new-tokens tokens)")
     parser.add_argument("--_child", default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
+
+def print_tables(args: argparse.Namespace, ok: dict[str, dict[str, Any]]) -> tuple[str, str, dict[str, float]]:
+    """The per-framework table and the target ratios, from the frameworks that finished."""
+    mib = 2**20
+    rows = [[k, v["sequences"], v["answer_length"], v["rollout_s"], v["rest_s"], v["step_s"], v["peak_bytes"] / mib,
+             v["peak_extra_bytes"] / mib] for k, v in ok.items()]
+    table = report.print_table(["framework", "seqs", "answer len", "rollout s", "score+update s", "step s",
+                                "peak MiB", "peak growth MiB"], rows,
+                               title="seconds per step (median) and peak memory (" +
+                               ("torch.cuda.max_memory_allocated" if args.device.startswith("cuda") else
+                                "peak RSS of a fresh process") + ")")
+    ratios: dict[str, float] = {}
+    ratio_rows = []
+    for name, (num, den, key, target) in TARGETS.items():
+        if num in ok and den in ok and ok[den][key] > 0:
+            ratios[name] = ok[num][key] / ok[den][key]
+            ratio_rows.append([name, ratios[name], target, report.verdict(ratios[name], target)])
+    ratio_table = report.print_table(["ratio", "value", "target (<=)", "verdict"], ratio_rows,
+                                     title="ratios (same run, same models, data, batch, answer length and dtype)")
+    return table, ratio_table, ratios
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     if args._child:  # one framework in this fresh process; JSON on the last line of stdout
         print(json.dumps(child(args, args._child)))
         return 0
@@ -192,22 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                             {"framework": framework, **res})
 
     ok = {k: v for k, v in results.items() if "error" not in v}
-    mib = 2**20
-    rows = [[k, v["sequences"], v["answer_length"], v["rollout_s"], v["rest_s"], v["step_s"], v["peak_bytes"] / mib,
-             v["peak_extra_bytes"] / mib] for k, v in ok.items()]
-    table = report.print_table(["framework", "seqs", "answer len", "rollout s", "score+update s", "step s",
-                                "peak MiB", "peak growth MiB"], rows,
-                               title="seconds per step (median) and peak memory (" +
-                               ("torch.cuda.max_memory_allocated" if args.device.startswith("cuda") else
-                                "peak RSS of a fresh process") + ")")
-    ratios: dict[str, float] = {}
-    ratio_rows = []
-    for name, (num, den, key, target) in TARGETS.items():
-        if num in ok and den in ok and ok[den][key] > 0:
-            ratios[name] = ok[num][key] / ok[den][key]
-            ratio_rows.append([name, ratios[name], target, report.verdict(ratios[name], target)])
-    ratio_table = report.print_table(["ratio", "value", "target (<=)", "verdict"], ratio_rows,
-                                     title="ratios (same run, same models, data, batch, answer length and dtype)")
+    table, ratio_table, ratios = print_tables(args, ok)
     report.write_json(args.out, {"benchmark": "bench_trl", "environment": env, "args": {
         k: v for k, v in vars(args).items() if not k.startswith("_")}, "results": results, "ratios": ratios,
         "targets": {k: v[3] for k, v in TARGETS.items()}, "table": table, "ratio_table": ratio_table})

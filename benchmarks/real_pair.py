@@ -13,7 +13,7 @@ builds it; every evaluation through `dopd.eval.evaluate_samples` (greedy, `numbe
     python -m benchmarks.real_pair --report-only              # docs/real_pair.md + docs/real_pair_curves.png
     python -m benchmarks.real_pair --quick                    # pipeline check with tiny models, into a temp dir
 
-Results are appended to benchmarks/results/real_pair.jsonl (one JSON record per invocation); the page is written
+Results are appended to results/real_pair.jsonl (one JSON record per invocation); the page is written
 from that file only. Work files (data, runs) go to saves/real_pair (or --out).
 """
 
@@ -34,15 +34,16 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
-REPO = Path(__file__).resolve().parents[1]
+from benchmarks.paths import REAL_PAIR, REAL_PAIR_LR_PROBE, REAL_PAIR_PREDICTIONS, REPO
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 logger = logging.getLogger("dopd.real_pair")
 REAL_DIR = Path(os.path.expanduser("~/.cache/dopd-real"))
-RESULTS = REPO / "benchmarks" / "results" / "real_pair.jsonl"
-PREDICTIONS = REPO / "benchmarks" / "results" / "real_pair_predictions"
+RESULTS = REAL_PAIR
+PREDICTIONS = REAL_PAIR_PREDICTIONS
 
 # How p is written into the privileged view (data arg `hint_template`), candidates measured on the validation split.
 # Both append the hint after the question and ask for nothing else: an answer-format instruction after the hint made
@@ -427,9 +428,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         logger.info("stage %s done in %.0f s -> %s", stage, time.time() - started, results)
     from benchmarks.real_pair_report import write_page
 
-    from benchmarks.real_pair_lr_probe import RESULTS as PROBE
-
-    probe = json.loads(PROBE.read_text(encoding="utf-8")) if PROBE.is_file() and not cfg.quick else None
+    probe = (json.loads(REAL_PAIR_LR_PROBE.read_text(encoding="utf-8"))
+             if REAL_PAIR_LR_PROBE.is_file() and not cfg.quick else None)
     paths = write_page(read_records(results), report_dir, quick=cfg.quick, probe=probe)
     print(f"results: {results}\npage:    {paths['markdown']}")
     return 0

@@ -27,8 +27,9 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results" / "real_pair_lr_probe.json"
+from benchmarks.paths import REAL_PAIR_LR_PROBE, REPO
+
+RESULTS = REAL_PAIR_LR_PROBE
 
 
 def build(out: str, quick: bool, method: str, batch: int, group: int, max_new_tokens: int) -> tuple[Any, list]:
@@ -54,6 +55,69 @@ def build(out: str, quick: bool, method: str, batch: int, group: int, max_new_to
     return trainer, samples
 
 
+class _StudentKL:
+    """The student's full-vocabulary and sampled-token reverse KL to the teacher's full distribution, on one fixed
+    rollout: at the current weights, or after adding an update to them (undone afterwards)."""
+
+    def __init__(self, trainer: Any, params: list, rollout: Any, lt_full: Any) -> None:
+        self.trainer, self.params, self.rollout, self.lt_full = trainer, params, rollout, lt_full
+
+    def student_logp(self, grad: bool) -> tuple[Any, Any]:
+        import torch
+        import torch.nn.functional as F
+
+        trainer, vocab = self.trainer, self.trainer.adapter.vocab_size
+        with torch.set_grad_enabled(grad):
+            hidden, labels, head = trainer._score(trainer.model, trainer.adapter, self.rollout.prompts,
+                                                  self.rollout.responses)
+            keep = labels.ne(-100)
+            return F.log_softmax(head(hidden[keep]).float()[:, :vocab], -1), labels[keep]
+
+    def now(self) -> tuple[float, float]:
+        ls, y = self.student_logp(False)
+        full = (ls.exp() * (ls - self.lt_full)).sum(-1).mean().item()
+        sampled = (ls.gather(1, y[:, None]) - self.lt_full.gather(1, y[:, None])).mean().item()
+        return full, sampled
+
+    def after(self, update: list, scale: float) -> tuple[float, float]:
+        import torch
+
+        with torch.no_grad():
+            for p, u in zip(self.params, update):
+                p.add_(u, alpha=scale)
+        try:
+            return self.now()
+        finally:
+            with torch.no_grad():
+                for p, u in zip(self.params, update):
+                    p.add_(u, alpha=-scale)
+
+
+def _grads(params: list) -> list:
+    import torch
+
+    return [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in params]
+
+
+def _trainer_and_reference_grads(trainer: Any, samples: list, rollout: Any, targets: Any, kl: _StudentKL
+                                 ) -> tuple[float, list, list, int]:
+    """The trainer's loss gradient, and a plain full-logits reference's: the sampled-token reverse KL's policy
+    gradient. Returns the trainer's loss, both gradients and the number of sampled tokens."""
+    model = trainer.model
+    model.zero_grad(set_to_none=True)
+    loss = trainer._distill_loss(model, samples, rollout, targets=targets)
+    loss.backward()
+    g_repo = _grads(kl.params)
+    model.zero_grad(set_to_none=True)
+    ls, y = kl.student_logp(True)
+    ls_y = ls.gather(1, y[:, None]).squeeze(1)
+    lt_y = kl.lt_full.gather(1, y[:, None]).squeeze(1)
+    (-((lt_y - ls_y).detach() * ls_y).mean()).backward()
+    g_ref = _grads(kl.params)
+    model.zero_grad(set_to_none=True)
+    return float(loss), g_repo, g_ref, int(y.numel())
+
+
 def probe(trainer: Any, samples: list, norms: list[float], lrs: list[float]) -> dict[str, Any]:
     import torch
     import torch.nn.functional as F
@@ -65,66 +129,29 @@ def probe(trainer: Any, samples: list, norms: list[float], lrs: list[float]) -> 
     rollout_s = time.time() - started
     targets = trainer._score_targets(model, samples, rollout)
     hidden_t, labels_t, head_t = targets[2], targets[3], targets[4]
-    vocab = trainer.adapter.vocab_size
     with torch.no_grad():
-        lt_full = F.log_softmax(head_t(hidden_t[labels_t.ne(-100)]).float()[:, :vocab], -1)
-
-    def student_logp(grad: bool) -> tuple[Any, Any]:
-        with torch.set_grad_enabled(grad):
-            hidden, labels, head = trainer._score(model, trainer.adapter, rollout.prompts, rollout.responses)
-            keep = labels.ne(-100)
-            return F.log_softmax(head(hidden[keep]).float()[:, :vocab], -1), labels[keep]
-
-    def kl() -> tuple[float, float]:
-        ls, y = student_logp(False)
-        full = (ls.exp() * (ls - lt_full)).sum(-1).mean().item()
-        sampled = (ls.gather(1, y[:, None]) - lt_full.gather(1, y[:, None])).mean().item()
-        return full, sampled
-
-    def grads() -> list:
-        return [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in params]
-
-    model.zero_grad(set_to_none=True)
-    loss = trainer._distill_loss(model, samples, rollout, targets=targets)
-    loss.backward()
-    g_repo = grads()
-    model.zero_grad(set_to_none=True)
-    ls, y = student_logp(True)
-    ls_y = ls.gather(1, y[:, None]).squeeze(1)
-    lt_y = lt_full.gather(1, y[:, None]).squeeze(1)
-    (-((lt_y - ls_y).detach() * ls_y).mean()).backward()
-    g_ref = grads()
-    model.zero_grad(set_to_none=True)
+        lt_full = F.log_softmax(head_t(hidden_t[labels_t.ne(-100)]).float()[:, :trainer.adapter.vocab_size], -1)
+    kl = _StudentKL(trainer, params, rollout, lt_full)
+    loss, g_repo, g_ref, sampled_tokens = _trainer_and_reference_grads(trainer, samples, rollout, targets, kl)
     norm_repo = float(sum((g * g).sum() for g in g_repo) ** 0.5)
     norm_ref = float(sum((g * g).sum() for g in g_ref) ** 0.5)
     cosine = float(sum((a * b).sum() for a, b in zip(g_repo, g_ref))) / (norm_repo * norm_ref)
 
-    def after(update: list, scale: float) -> tuple[float, float]:
-        with torch.no_grad():
-            for p, u in zip(params, update):
-                p.add_(u, alpha=scale)
-        try:
-            return kl()
-        finally:
-            with torch.no_grad():
-                for p, u in zip(params, update):
-                    p.add_(u, alpha=-scale)
-
     n_params = sum(p.numel() for p in params)
-    base = kl()
+    base = kl.now()
     direction = []
     for eps in norms:
         for sign, name in ((-1.0, "descent"), (1.0, "ascent")):
-            full, sampled = after(g_repo, sign * eps / norm_repo)
+            full, sampled = kl.after(g_repo, sign * eps / norm_repo)
             direction.append({"step": name, "l2": eps, "kl_full": full, "kl_sampled": sampled})
     signs = [torch.sign(g) for g in g_repo]
     adam = []
     for lr in lrs:
-        full, sampled = after(signs, -lr)
+        full, sampled = kl.after(signs, -lr)
         adam.append({"lr": lr, "l2": lr * n_params ** 0.5, "kl_full": full, "kl_sampled": sampled})
     best = min(adam, key=lambda r: r["kl_full"]) if adam else None
-    return {"loss": float(loss), "grad_norm_trainer": norm_repo, "grad_norm_reference": norm_ref,
-            "grad_cosine": cosine, "trained_parameters": n_params, "sampled_tokens": int(y.numel()),
+    return {"loss": loss, "grad_norm_trainer": norm_repo, "grad_norm_reference": norm_ref,
+            "grad_cosine": cosine, "trained_parameters": n_params, "sampled_tokens": sampled_tokens,
             "rollout_s": round(rollout_s, 1), "kl_full_before": base[0], "kl_sampled_before": base[1],
             "direction": direction, "adam_first_step": adam,
             "suggested_lr": best["lr"] if best and best["kl_full"] < base[0] else None}

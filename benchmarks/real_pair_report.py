@@ -1,4 +1,4 @@
-"""docs/real_pair.md (and its curves PNG) from the records of benchmarks/results/real_pair.jsonl.
+"""docs/real_pair.md (and its curves PNG) from the records of results/real_pair.jsonl.
 
 The page states what the records hold, nothing else: stages without a record are listed as not run, with their
 command. Accuracies carry binomial 95% intervals (Wilson score).
@@ -11,6 +11,8 @@ import statistics
 from pathlib import Path
 from typing import Any, Optional
 
+from benchmarks.paths import REAL_PAIR_PREDICTIONS
+
 REGIMES = ("HT", "HS", "LH", "LL", "all")
 DIAG = ("teacher_rejected_frac", "priv_top_differs_frac", "priv_logp_gain", "grad_agrees_teacher_frac",
         "rejected_raised_frac")
@@ -18,7 +20,7 @@ METHOD_LABELS = {"vanilla_opd": "vanilla OPD, teacher without p", "vanilla_opd_p
                  "dopd": "DOPD", "dopd_veto": "DOPD + teacher veto",
                  "vanilla_opd_priv_full_rkl": "vanilla OPD, teacher with p, full reverse KL"}
 STAGES = ("template", "reference", *METHOD_LABELS)
-PREDICTIONS = Path(__file__).resolve().parent / "results" / "real_pair_predictions"
+PREDICTIONS = REAL_PAIR_PREDICTIONS
 
 
 NOTES = """- Precision: both models run in float32. On this machine (2 AVX2 cores, no bf16 instructions) a forward pass of
@@ -98,7 +100,7 @@ NOTES = """- Precision: both models run in float32. On this machine (2 AVX2 core
   terms target the privileged student instead of the teacher and whose HT term is a full-vocabulary JS, falls much
   further and changes style; which of those terms brings the code was not isolated (a run per routing-table variant,
   e.g. `prune_mode`, would). The held-out answers of each run at 3e-6 are kept (`predictions` in the records; copies in
-  `benchmarks/results/real_pair_predictions/`). The runs took ~110 s per step and ~570 s per evaluation on the
+  `results/real_pair_predictions/`). The runs took ~110 s per step and ~570 s per evaluation on the
   otherwise idle machine.
 - Session of 2026-12-04, 17:37-19:07 UTC: the teacher's held-out evaluations (`--method reference --eval-batch
   100`, same 200 problems, template and greedy decoding as the start). **Teacher without p 80.5% (161/200), with p
@@ -235,7 +237,7 @@ def mechanism_section(runs: list[tuple[str, dict[str, Any]]], predictions_dir: P
         return []
     return ["## Mechanism check (issue 24)", "",
             "The runs at lr 3e-6 side by side. \"Answers with a Python block\": held-out answers (last evaluation) "
-            "containing \"```python\", counted in the kept answers (`benchmarks/results/real_pair_predictions/`). "
+            "containing \"```python\", counted in the kept answers (`results/real_pair_predictions/`). "
             "\"First 3 tokens in R\": the share of the first three tokens of each training rollout that the routing "
             "put in regime R (`dopd/<R>/first3_frac`, mean over the 8 steps; with the veto, after it); \"–\" for runs "
             "made before the metric existed or that score no privileged policy.", "", table(rows), ""]
@@ -300,37 +302,25 @@ def eval_every_text(records: list[dict[str, Any]], cfg: dict[str, Any]) -> str:
     return " / ".join(str(e) for e in every) if every else str(cfg.get("eval_every"))
 
 
-def write_page(records: list[dict[str, Any]], report_dir: Any, quick: bool = False,
-               probe: Optional[dict[str, Any]] = None) -> dict[str, str]:
-    records = [r for r in records if bool(r.get("quick")) == quick]
-    report_dir = Path(report_dir)
-    report_dir.mkdir(parents=True, exist_ok=True)
-    md_path, png_path = report_dir / "real_pair.md", report_dir / "real_pair_curves.png"
-    cfg = records[-1]["config"] if records else {}
-    task = records[-1]["task"] if records else {}
-    lines = ["# Real weights: Qwen2.5-Coder-1.5B-Instruct → 0.5B-Instruct (CPU)", "",
-             "*Written by `python -m benchmarks.real_pair --report-only` from `benchmarks/results/real_pair.jsonl`; "
-             "do not edit by hand.*", ""]
-    if quick:
-        lines += ["**Quick mode**: tiny random-init models, a handful of problems; checks the pipeline, not the outcome.",
-                  ""]
-    # ------------------------------------------------------------------ status
+def _status_section(records: list[dict[str, Any]]) -> list[str]:
     done = {s: latest(records, s, "done" if s in ("template", "reference") else "method") is not None for s in STAGES}
-    lines += ["## Status", "", table([["stage", "status", "command"]] + [
+    return ["## Status", "", table([["stage", "status", "command"]] + [
         [s, "finished" if done[s] else ("partial" if latest(records, s) else "**not run yet**"),
          f"`python -m benchmarks.real_pair --method {s}`"] for s in STAGES]), ""]
-    # ------------------------------------------------------------------ task
+
+
+def _task_section(records: list[dict[str, Any]], cfg: dict[str, Any], task: dict[str, Any]) -> list[str]:
     ex = task.get("example")
-    lines += ["## Task and settings", "",
-              "Two-step arithmetic word problems generated on the fly (`benchmarks/real_pair.py`, `make_problem`: "
-              "four kinds, a product then a sum, difference or remainder). p = a step hint: the first step worked "
-              "out, never the final answer. Splits are disjoint: "
-              f"{task.get('num_rp_train', '?')} training-stream, {task.get('num_rp_val', '?')} validation, "
-              f"{task.get('num_rp_eval', '?')} held-out test problems (task seed {cfg.get('task_seed')}).", ""]
+    lines = ["## Task and settings", "",
+             "Two-step arithmetic word problems generated on the fly (`benchmarks/real_pair.py`, `make_problem`: "
+             "four kinds, a product then a sum, difference or remainder). p = a step hint: the first step worked "
+             "out, never the final answer. Splits are disjoint: "
+             f"{task.get('num_rp_train', '?')} training-stream, {task.get('num_rp_val', '?')} validation, "
+             f"{task.get('num_rp_eval', '?')} held-out test problems (task seed {cfg.get('task_seed')}).", ""]
     if ex:
         lines += [table([["", "first training problem"], ["x", f"`{ex['messages'][0]['content']}`"],
                          ["p", f"`{ex['privileged']}`"], ["answer", f"`{ex['meta']['answer']}`"]]), ""]
-    lines += [
+    return lines + [
         f"Student `{Path(cfg.get('student') or 'tiny').name}`, teacher `{Path(cfg.get('teacher') or 'tiny').name}` "
         f"(real checkpoints from `fetch_real_qwen.sh`, Q4_K_M dequantised: not the published models' scores), both "
         f"in {cfg.get('student_dtype')} / {cfg.get('teacher_dtype')}. Evaluation: `dopd.eval.evaluate_samples`, greedy, "
@@ -344,30 +334,34 @@ def write_page(records: list[dict[str, Any]], report_dir: Any, quick: bool = Fal
         f"{eval_every_text(records, cfg)} steps. Learning rates: 1e-5 was set before any run; 3e-6 is what the one-step "
         "probe below suggested on a training batch, chosen before any run at it (no validation or test problem was "
         "used to choose it). One seed.", ""]
-    # ------------------------------------------------------------------ template
+
+
+def _template_section(records: list[dict[str, Any]]) -> list[str]:
     tmpl = [r for r in records if r.get("stage") == "template" and r.get("split") == "rp_val"]
+    if not tmpl:
+        return []
     chosen = latest(records, "template", "chosen")
-    if tmpl:
-        lines += ["## Hint template (validation split)", "",
-                  "How p is written into the prompt changes what it does; the candidates append the hint after the "
-                  "question (`[Privileged hint]` block, the repo default, or one `Hint:` line) and ask for nothing "
-                  "else. Rule, fixed before measuring: the template with the teacher's best accuracy with p.", "",
-                  table([["model / view", "accuracy % [95% CI]", "n", "seconds"]] + [
-                      [r["part"], acc_cell(r["correct"], r["n"]), str(r["n"]), f"{r['seconds']:.0f}"] for r in tmpl]),
-                  ""]
-        lines += [f"Chosen: **{chosen['chosen']}** ({chosen['rule']})." if chosen else
-                  "No template chosen yet (the teacher's validation runs did not finish).", ""]
-    # ------------------------------------------------------------------ reference
-    refs = {r["part"]: r for r in records if r.get("stage") == "reference" and r.get("split") == "rp_eval"}
+    return ["## Hint template (validation split)", "",
+            "How p is written into the prompt changes what it does; the candidates append the hint after the "
+            "question (`[Privileged hint]` block, the repo default, or one `Hint:` line) and ask for nothing "
+            "else. Rule, fixed before measuring: the template with the teacher's best accuracy with p.", "",
+            table([["model / view", "accuracy % [95% CI]", "n", "seconds"]] + [
+                [r["part"], acc_cell(r["correct"], r["n"]), str(r["n"]), f"{r['seconds']:.0f}"] for r in tmpl]),
+            "",
+            f"Chosen: **{chosen['chosen']}** ({chosen['rule']})." if chosen else
+            "No template chosen yet (the teacher's validation runs did not finish).", ""]
+
+
+def _accuracy_rows(refs: dict[str, dict[str, Any]], runs: list[tuple[str, dict[str, Any]]],
+                   cfg: dict[str, Any]) -> list[list[str]]:
+    """The held-out table: start and teacher with and without p, then each method's last evaluation."""
     start = refs.get("student/x")
-    lines += ["## Held-out accuracy", ""]
     rows = [["run", "eval view", "accuracy % [95% CI]", "n", "gain vs start (pts)", "time"]]
     for key, label, view in (("student/x", "student (start)", "x"), ("student/x+p", "student", "x+p"),
                              ("teacher/x", "teacher", "x"), ("teacher/x+p", "teacher", "x+p")):
         r = refs.get(key)
         rows.append([label, view, acc_cell(r["correct"], r["n"]) if r else "not run yet", str(r["n"]) if r else "–",
                      "", f"eval {r['seconds']:.0f} s" if r else ""])
-    runs = method_runs(records)
     for name, label in METHOD_LABELS.items():
         if not any(m == name and r["curve"] for m, r in runs):
             rows.append([f"{label} (`{name}`)", "x", "not run yet", "–", "", ""])
@@ -382,9 +376,10 @@ def write_page(records: list[dict[str, Any]], report_dir: Any, quick: bool = Fal
         rows.append([f"{label} (`{name}`), lr {run['config']['lr']:g}, step {final['step']}", "x",
                      acc_cell(correct, n), str(n), gain,
                      f"{run['mean_step_s'] or 0:.1f} s/step, train {run['train_s'] / 60:.0f} min (evals incl.)"])
-    lines += [table(rows), "",
-              "Intervals: Wilson score, 95%. A difference between two rows of 200 problems needs roughly 9-10 points "
-              "to clear both intervals.", ""]
+    return rows
+
+
+def _curve_lines(runs: list[tuple[str, dict[str, Any]]], start: Optional[dict[str, Any]]) -> list[str]:
     curves = []
     for name, run in runs:
         pts = " → ".join(f"step {p['step']}: {100 * p['accuracy']:.1f}%" for p in run["curve"])
@@ -392,31 +387,60 @@ def write_page(records: list[dict[str, Any]], report_dir: Any, quick: bool = Fal
         tag = f"`{run_name(name, run)}`"
         curves.append((f"- {tag}: start {100 * start['accuracy']:.1f}% → {pts}" if start else f"- {tag}: {pts}")
                       + (f"; loss by step: {losses}" if losses else ""))
-    if curves:
-        lines += ["Held-out accuracy without p during training:", "", *curves, ""]
-    png = plot(records, start, png_path)
-    if png:
-        lines += [f"![accuracy and diagnostics]({png})", ""]
-    # ------------------------------------------------------------------ diagnostics
+    return ["Held-out accuracy without p during training:", "", *curves, ""] if curves else []
+
+
+def _diagnostics_section(runs: list[tuple[str, dict[str, Any]]]) -> list[str]:
     diag_parts = []
     for name, run in runs:
         t = _diag_table(run)
         if t:
             diag_parts += [f"### {METHOD_LABELS[name]} (`{name}`, lr {run['config']['lr']:g})", "", t, ""]
-    if diag_parts:
-        lines += ["## Diagnostics (docs/objective.md, \"Diagnostics\"): mean over training steps", "",
-                  "`vanilla_opd` (teacher without p) scores no privileged policy, so it has none. For "
-                  "`vanilla_opd_priv` the privileged student is scored only to log these (`prune_mode: top` with "
-                  "`prune_fraction: 0` drops nothing); its loss is unchanged.", "", *diag_parts]
-    lines += mechanism_section(runs)
+    if not diag_parts:
+        return []
+    return ["## Diagnostics (docs/objective.md, \"Diagnostics\"): mean over training steps", "",
+            "`vanilla_opd` (teacher without p) scores no privileged policy, so it has none. For "
+            "`vanilla_opd_priv` the privileged student is scored only to log these (`prune_mode: top` with "
+            "`prune_fraction: 0` drops nothing); its loss is unchanged.", "", *diag_parts]
+
+
+def _commands_section(records: list[dict[str, Any]]) -> list[str]:
+    ran = {s: (latest(records, s) or {}).get("command") for s in STAGES}  # as run, flags included
+    return ["## Commands", "", "```bash",
+            "bash ../shared/tools/fetch_real_qwen.sh 0.5b && bash ../shared/tools/fetch_real_qwen.sh 1.5b",
+            *[ran[s] or f"python -m benchmarks.real_pair --method {s}" for s in STAGES],
+            "python -m benchmarks.real_pair --report-only", "```", ""]
+
+
+def write_page(records: list[dict[str, Any]], report_dir: Any, quick: bool = False,
+               probe: Optional[dict[str, Any]] = None) -> dict[str, str]:
+    """docs/real_pair.md (and its PNG) from the records: one section per helper above, in page order."""
+    records = [r for r in records if bool(r.get("quick")) == quick]
+    report_dir = Path(report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    md_path, png_path = report_dir / "real_pair.md", report_dir / "real_pair_curves.png"
+    cfg = records[-1]["config"] if records else {}
+    task = records[-1]["task"] if records else {}
+    lines = ["# Real weights: Qwen2.5-Coder-1.5B-Instruct → 0.5B-Instruct (CPU)", "",
+             "*Written by `python -m benchmarks.real_pair --report-only` from `results/real_pair.jsonl`; "
+             "do not edit by hand.*", ""]
+    if quick:
+        lines += ["**Quick mode**: tiny random-init models, a handful of problems; checks the pipeline, not the outcome.",
+                  ""]
+    lines += _status_section(records) + _task_section(records, cfg, task) + _template_section(records)
+    refs = {r["part"]: r for r in records if r.get("stage") == "reference" and r.get("split") == "rp_eval"}
+    start = refs.get("student/x")
+    runs = method_runs(records)
+    lines += ["## Held-out accuracy", "", table(_accuracy_rows(refs, runs, cfg)), "",
+              "Intervals: Wilson score, 95%. A difference between two rows of 200 problems needs roughly 9-10 points "
+              "to clear both intervals.", ""]
+    lines += _curve_lines(runs, start)
+    png = plot(records, start, png_path)
+    if png:
+        lines += [f"![accuracy and diagnostics]({png})", ""]
+    lines += _diagnostics_section(runs) + mechanism_section(runs)
     if probe:
         lines += _probe_section(probe)
-    lines += ["## Notes", "", NOTES, ""]
-    # ------------------------------------------------------------------ commands
-    ran = {s: (latest(records, s) or {}).get("command") for s in STAGES}  # as run, flags included
-    lines += ["## Commands", "", "```bash",
-              "bash ../shared/tools/fetch_real_qwen.sh 0.5b && bash ../shared/tools/fetch_real_qwen.sh 1.5b",
-              *[ran[s] or f"python -m benchmarks.real_pair --method {s}" for s in STAGES],
-              "python -m benchmarks.real_pair --report-only", "```", ""]
+    lines += ["## Notes", "", NOTES, ""] + _commands_section(records)
     md_path.write_text("\n".join(lines), encoding="utf-8")
     return {"markdown": str(md_path), "curves": str(png_path) if png else ""}

@@ -22,10 +22,7 @@ from .pipeline import (CONFIRM_METHODS, METHODS, TestbedConfig, confirm_config, 
                        vlm_config)
 from .report import (accuracy_table, compact_results, write_confirm_section, write_page,
                      write_premise_section)
-from .sft_probe import RESULTS as SFT_PROBE_RESULTS
-
-REPO = Path(__file__).resolve().parents[2]
-CONFIRM_RESULTS = REPO / "benchmarks" / "results" / "testbed_confirm.json"
+from ..paths import REPO, TESTBED_CONFIRM as CONFIRM_RESULTS, TESTBED_SFT_PROBE as SFT_PROBE_RESULTS
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -38,7 +35,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "(text task; its own section at the end of docs/testbed.md; work files saves/testbed_premise); "
                         "confirm: the premise variant on fresh seeds 3, 4, 5 with the mechanism-check methods of "
                         "issue 24 (its own section; work files saves/testbed_confirm; numbers also in "
-                        "benchmarks/results/testbed_confirm.json); with --task vlm: the VLM page's configuration and "
+                        "results/testbed_confirm.json); with --task vlm: the VLM page's configuration and "
                         "seeds with those methods (a section of docs/testbed_vlm.md)")
     p.add_argument("--quick", action="store_true", help="pipeline check (< 2 min): tiny data, 1 seed, 1-2 steps")
     p.add_argument("--out", default=None, help="work folder (data, runs, results.json); default saves/testbed, "

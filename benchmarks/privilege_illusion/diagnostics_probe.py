@@ -15,9 +15,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from ..paths import REPO, testbed_diagnostics
 from .pipeline import Method, TestbedConfig, distill, limit_threads, read_log, sft, task_module
 
-REPO = Path(__file__).resolve().parents[2]
 METHODS = (
     Method("dopd", "dopd"),
     Method("vanilla_opd_priv", "vanilla_opd",
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--out", default=str(REPO / "saves" / "testbed_diagnostics"))
-    p.add_argument("--json", default=None, help="default benchmarks/results/testbed_diagnostics_seed<k>.json")
+    p.add_argument("--json", default=None, help="default results/testbed_diagnostics_seed<k>.json")
     p.add_argument("--quick", action="store_true", help="tiny data and 2 steps (pipeline check)")
     args = p.parse_args(argv)
     limit_threads()
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
               "runtime_s": round(time.time() - started, 1),
               "command": "python -m benchmarks.privilege_illusion.diagnostics_probe "
                          + " ".join(argv if argv is not None else __import__("sys").argv[1:])}
-    path = Path(args.json) if args.json else REPO / "benchmarks" / "results" / f"testbed_diagnostics_seed{k}.json"
+    path = Path(args.json) if args.json else testbed_diagnostics(k)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1), encoding="utf-8")
     print(f"written {path}")

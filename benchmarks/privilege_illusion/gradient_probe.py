@@ -13,7 +13,7 @@ From those, per valid token, with s the student's distribution, S_p the privileg
 
     python -m benchmarks.privilege_illusion.gradient_probe --work saves/testbed_confirm --seeds 3,4,5 [--steps 4]
 
-Writes benchmarks/results/testbed_gradient_probe.json (or --json) and prints a summary.
+Writes results/testbed_gradient_probe.json (or --json) and prints a summary.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
+from ..paths import REPO, TESTBED_GRADIENT_PROBE
 
 
 def _capture(cfg: Any, data: str, seed: int, student: str, teacher: str, out: str) -> list[dict[str, Any]]:
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", required=True, help="a testbed work folder whose seed<k>/teacher and student exist")
     p.add_argument("--seeds", default="3,4,5")
     p.add_argument("--steps", type=int, default=4)
-    p.add_argument("--json", default=str(REPO / "benchmarks" / "results" / "testbed_gradient_probe.json"))
+    p.add_argument("--json", default=str(TESTBED_GRADIENT_PROBE))
     args = p.parse_args(argv)
     from .pipeline import TestbedConfig, limit_threads
 

@@ -125,14 +125,14 @@ def quick_config(out_dir: str, task: str = "text") -> TestbedConfig:
 
 
 # The premise variant's SFT budgets, chosen with `python -m benchmarks.privilege_illusion.sft_probe` on the validation
-# split (seed 0) before any distillation run, by the premises alone (rows in benchmarks/results/
+# split (seed 0) before any distillation run, by the premises alone (rows in results/
 # testbed_premise_sft_probe.jsonl): a mixed teacher needs 900 steps to read p (300: 15% with p, 60% without; 900: 94%
 # and 69% without); a student on the mixed set alone, with p / without p: 250 steps 23/21% (14.8/38.7% on the test
 # split over three seeds, the first premise run), 500: 40/70%, 1000: 100/68% (the ceiling without p: no room left);
 # 300 steps on x+p then 100 on the mixed set: 52/11%.
 SFT_BUDGET_PREMISE = dict(teacher_steps=900, student_priv_steps=300, student_steps=100)
 # The distillation lr grid of the premise variant. It ended at 2e-4 until that was chosen, at the grid's edge, with
-# vanilla OPD still rising at the last step on seed 0 (benchmarks/results/testbed_premise_lr_grid_to_2e-4.json);
+# vanilla OPD still rising at the last step on seed 0 (results/testbed_premise_lr_grid_to_2e-4.json);
 # then extended upward.
 LR_GRID_PREMISE = (2e-5, 5e-5, 2e-4, 5e-4, 1e-3)
 
@@ -338,34 +338,43 @@ def run_seed(cfg: TestbedConfig, seed: int, data_dir: str) -> dict[str, Any]:
     for method in METHODS:
         if method.name not in cfg.methods:
             continue
-        run_dir = str(root / method.name)
-        t0 = time.time()
-        distill(cfg, data_dir, seed, method, student, teacher, run_dir)
-        train_s = time.time() - t0
-        curve = [{"step": 0, "accuracy": start_acc}]
-        final = None
-        for step, path in _checkpoints(run_dir):
-            acc = evaluate(path)
-            curve.append({"step": step, **{k: v for k, v in acc.items() if k != "example"}})
-            if step == cfg.distill_steps:
-                final = acc
-            shutil.rmtree(path, ignore_errors=True)  # the numbers are kept; the weights are not needed
-        if final is None:
-            final = evaluate(run_dir)
-            curve.append({"step": cfg.distill_steps, **{k: v for k, v in final.items() if k != "example"}})
-        log = [r for r in read_log(run_dir) if "loss" in r and "step" in r]
-        result["methods"][method.name] = {
-            "final": final, "curve": curve,
-            "log": [{k: v for k, v in r.items()
-                     if k in ("step", "loss", "rollout/response_length", "rollout/stopped_fraction")
-                     or k.startswith("dopd/")} for r in log],
-            "train_s": round(train_s, 1), "eval_s": round(time.time() - t0 - train_s, 1),
-        }
-        logger.info("seed %d %s: accuracy %.3f", seed, method.name, final["accuracy"])
-        _cleanup_weights(run_dir)
+        result["methods"][method.name] = run_method(cfg, data_dir, seed, method, student, teacher, root, evaluate,
+                                                    start_acc)
     timings["total"] = round(time.time() - started, 1)
     Path(root, "result.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
     return result
+
+
+def run_method(cfg: TestbedConfig, data_dir: str, seed: int, method: Method, student: str, teacher: str,
+               root: Path, evaluate: Any, start_acc: float) -> dict[str, Any]:
+    """One method distilled from the seed's start: its held-out curve (checkpoint weights deleted once evaluated),
+    final accuracy and the logged steps the report reads."""
+    run_dir = str(root / method.name)
+    t0 = time.time()
+    distill(cfg, data_dir, seed, method, student, teacher, run_dir)
+    train_s = time.time() - t0
+    curve = [{"step": 0, "accuracy": start_acc}]
+    final = None
+    for step, path in _checkpoints(run_dir):
+        acc = evaluate(path)
+        curve.append({"step": step, **{k: v for k, v in acc.items() if k != "example"}})
+        if step == cfg.distill_steps:
+            final = acc
+        shutil.rmtree(path, ignore_errors=True)  # the numbers are kept; the weights are not needed
+    if final is None:
+        final = evaluate(run_dir)
+        curve.append({"step": cfg.distill_steps, **{k: v for k, v in final.items() if k != "example"}})
+    log = [r for r in read_log(run_dir) if "loss" in r and "step" in r]
+    run = {
+        "final": final, "curve": curve,
+        "log": [{k: v for k, v in r.items()
+                 if k in ("step", "loss", "rollout/response_length", "rollout/stopped_fraction")
+                 or k.startswith("dopd/")} for r in log],
+        "train_s": round(train_s, 1), "eval_s": round(time.time() - t0 - train_s, 1),
+    }
+    logger.info("seed %d %s: accuracy %.3f", seed, method.name, final["accuracy"])
+    _cleanup_weights(run_dir)
+    return run
 
 
 def teacher_sft_args(cfg: TestbedConfig, data_dir: str, seed: int, init: str, root: Path) -> tuple:

@@ -8,7 +8,7 @@ student's privileged view at least as good as its plain one, with room left with
 - teacher: `--steps` on the mixed set (x and x+p, plain prompts), as `teacher_data: mixed` trains it;
 - student: `--priv-steps` on x+p alone (privileged view), then `--steps` on the mixed set, as `student_sft` does.
 
-Each row is appended to benchmarks/results/testbed_premise_sft_probe.jsonl (work files: saves/testbed_sft_probe).
+Each row is appended to results/testbed_premise_sft_probe.jsonl (work files: saves/testbed_sft_probe).
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ..paths import REPO, TESTBED_SFT_PROBE
 from . import pipeline as pl
 
-REPO = Path(__file__).resolve().parents[2]
-RESULTS = REPO / "benchmarks" / "results" / "testbed_premise_sft_probe.jsonl"
+RESULTS = TESTBED_SFT_PROBE
 
 
 def probe(out: Path, role: str, steps: int, priv_steps: int = 0, quick: bool = False) -> dict[str, Any]:

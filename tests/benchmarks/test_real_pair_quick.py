@@ -13,7 +13,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 KEEP = (REPO / "docs" / "real_pair.md", REPO / "docs" / "real_pair_curves.png",
-        REPO / "benchmarks" / "results" / "real_pair.jsonl")
+        REPO / "results" / "real_pair.jsonl")
 
 
 def _digest(path: Path) -> str:

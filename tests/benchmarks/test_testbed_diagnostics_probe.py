@@ -21,4 +21,4 @@ def test_quick_probe_writes_both_methods_diagnostics(tmp_path):
         first = result["summary"][name]["step1"]
         assert "dopd/all/teacher_rejected_frac" in first and "dopd/HS/priv_logp_gain" in first, name
     assert result["summary"]["vanilla_opd_priv"]["all_steps"]["dopd/all/grad_agrees_teacher_frac"] == 1.0
-    assert not (REPO / "benchmarks" / "results" / "testbed_diagnostics_seed0.json").samefile(out_json)
+    assert not (REPO / "results" / "testbed_diagnostics_seed0.json").samefile(out_json)
