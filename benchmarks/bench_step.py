@@ -69,9 +69,10 @@ def build_stage_trainer(args: argparse.Namespace, family: str, stage: str, teach
     if not args.free_length:
         trainers.fixed_length_rollouts(trainer.adapter)
     # CUDA: synchronise at the end of each timed phase, so the trainer's own timers include the GPU work
-    trainer._distill_loss = measure.synchronised(trainer._distill_loss, args.device)
     sft_times: list[float] = []
-    if stage == "sft":
+    if stage != "sft":
+        trainer._distill_loss = measure.synchronised(trainer._distill_loss, args.device)
+    else:
         inner = trainer._sft_loss
 
         def timed_sft(*a: Any, **kw: Any) -> Any:

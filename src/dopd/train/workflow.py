@@ -91,9 +91,8 @@ def build_trainer(cfg: DOPDConfig, samples: Sequence[CanonicalSample],
     `teacher_model_name_or_path` (those folders still give the adapters: config, tokenizer, processor); an in-memory
     teacher is frozen like a loaded one.
     """
-    model_args, data_args, ft_args = cfg.model, cfg.data, cfg.finetuning
-    distill_args, rollout_args, training_args = cfg.distill, cfg.rollout, cfg.training
-    stage = ft_args.stage
+    data_args, distill_args, rollout_args, training_args = cfg.data, cfg.distill, cfg.rollout, cfg.training
+    stage = cfg.finetuning.stage
     loss_config, needs_teacher = stage_objective(cfg)
     _seed(training_args)
 
@@ -147,9 +146,8 @@ def _models(cfg: DOPDConfig, needs_teacher: bool, student: Optional[PreTrainedMo
 
 
 def run_train(cfg: DOPDConfig) -> TrainResult:
-    model_args, data_args, ft_args = cfg.model, cfg.data, cfg.finetuning
-    distill_args, rollout_args, training_args = cfg.distill, cfg.rollout, cfg.training
-    stage = ft_args.stage
+    model_args, data_args, rollout_args, training_args = cfg.model, cfg.data, cfg.rollout, cfg.training
+    stage = cfg.finetuning.stage
     if not data_args.dataset:
         raise ConfigError("`dataset` is required: a name (or comma-separated names) from dataset_info.json")
     if not model_args.model_name_or_path:
