@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
+from typing import Any
 
 from benchmarks.lib.models import QWEN2_VOCAB, ModelSpec, build_model
 
