@@ -332,10 +332,7 @@ def run_method(cfg: RealPairConfig, method: str, template: str) -> dict[str, Any
     for path in Path(out).glob("*.safetensors"):  # only the numbers are kept
         path.unlink()
     if not cfg.quick:  # a copy of the held-out answers beside the records (the work folder is not committed)
-        keep = PREDICTIONS / f"{method}-lr{cfg.lr:g}"
-        for path in Path(out, "eval_predictions").glob("step-*.jsonl"):
-            PREDICTIONS.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, f"{keep}-{path.stem}.jsonl")
+        keep_predictions(out, method, cfg.lr)
     steps_done = max((r["step"] for r in train_log), default=0)
     # a run stopped before its last step (SIGTERM / Ctrl-C end training gracefully) is kept, but not as a result
     part = "method" if steps_done >= cfg.steps else "stopped"
@@ -347,6 +344,15 @@ def run_method(cfg: RealPairConfig, method: str, template: str) -> dict[str, Any
             # the held-out answers behind each curve point (the trainer's eval_predictions/step-N.jsonl)
             "predictions": sorted(os.path.relpath(p, cfg.out_dir)
                                   for p in Path(out, "eval_predictions").glob("step-*.jsonl"))}
+
+
+def keep_predictions(out: str, method: str, lr: float, folder: Path = PREDICTIONS) -> None:
+    """Copy the run's held-out answers (the trainer's eval_predictions/step-N.jsonl) to
+    `<folder>/<method>-lr<lr>-step<N>.jsonl`, the name real_pair_report.python_answers reads."""
+    for path in Path(out, "eval_predictions").glob("step-*.jsonl"):
+        folder.mkdir(parents=True, exist_ok=True)
+        step = int(path.stem.split("-")[1])
+        shutil.copyfile(path, folder / f"{method}-lr{lr:g}-step{step}.jsonl")
 
 
 # ---------------------------------------------------------------------------------------------- records
