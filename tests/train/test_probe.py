@@ -148,3 +148,28 @@ def test_token_section_matches_a_hand_computation_with_teacher_equal_to_student(
     assert tokens["all"]["priv_logp_gain"] == pytest.approx(gain, abs=1e-4)
     assert tokens["all"]["teacher_rejected_frac"] == pytest.approx(rejected_frac, abs=1e-6)
     assert sum(r["dopd/num_tokens"] for r in records) == sum(len(g) for g in gains)
+
+
+def test_probe_text_only_teacher_reads_the_prompt_the_run_gives_it(tmp_path):
+    """A text-only teacher of a VLM student (`teacher_text_only`): the probe's teacher evaluations read the text the
+    trainer gives that teacher (image placeholders and images removed), not the raw view with `<image>` left in."""
+    from dopd.data import load_dataset_samples
+    from dopd.model import load_adapter
+    from dopd.model.paths import resolve_model_path
+    from dopd.train.dataset import PromptViewDataset
+
+    overrides = ("teacher_model_name_or_path=tiny:qwen2:teacher", "teacher_text_only=true", "probe_lr_grid=",
+                 "probe_max_samples=2")
+    code, _ = _probe_cli(VLM, tmp_path, *overrides)
+    assert code == 0
+    cfg = parse_config(VLM, [*QUICK, *overrides])
+    samples = load_dataset_samples(cfg.data, ["vlm_demo"])[:2]
+    student = load_adapter(resolve_model_path(cfg.model.model_name_or_path, "student"), cfg.model)
+    teacher = load_adapter(resolve_model_path(cfg.model.teacher_model_name_or_path, "teacher"), cfg.model)
+    for view, sees_p in (("teacher_x", False), ("teacher_xp", True)):
+        dataset = PromptViewDataset(samples, student, cfg.data, teacher_adapter=teacher, teacher_sees_privileged=sees_p)
+        with open(tmp_path / "probe" / f"predictions_{view}.jsonl", encoding="utf-8") as fh:
+            prompts = [json.loads(line)["prompt"] for line in fh]
+        expected = [[m["content"] for m in dataset.views(i)[2].messages if m["role"] == "user"][-1]
+                    for i in range(len(samples))]
+        assert prompts == expected and not any("<image>" in p for p in prompts)

@@ -8,7 +8,7 @@ from .sample import (
     IMAGE_PLACEHOLDER, Box, CanonicalSample, Crop, PrivilegedRecord, SampleError, SampleIssue, parse_privileged,
 )
 from .validate import DatasetReport, load_and_validate, validate_dataset, validate_samples
-from .views import PromptView, build_views
+from .views import PromptView, build_views, text_only_view
 from .vision import DefaultVision, VisionSpec
 
 __all__ = [
@@ -16,5 +16,6 @@ __all__ = [
     "DatasetReport", "DefaultVision", "GroundingConvention", "LoadedDataset", "PrivilegedRecord", "PromptView",
     "SampleError", "SampleIssue", "VisionSpec", "build_views", "get_convention", "get_dataset_attrs",
     "load_and_validate", "load_dataset_info", "load_dataset_samples", "load_datasets", "mix_samples",
-    "parse_privilege_names", "parse_privileged", "register_processor", "validate_dataset", "validate_samples",
+    "parse_privilege_names", "parse_privileged", "register_processor", "text_only_view", "validate_dataset",
+    "validate_samples",
 ]

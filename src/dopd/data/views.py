@@ -15,7 +15,7 @@ from dopd.hparams import DataArguments
 
 from .grounding import get_convention
 from .privilege import PROCESSORS, PrivilegeContext, processor_names
-from .sample import CanonicalSample
+from .sample import IMAGE_PLACEHOLDER, CanonicalSample
 from .vision import DefaultVision, VisionSpec
 
 
@@ -59,3 +59,12 @@ def build_views(
     last_user = max(i for i, m in enumerate(messages) if m["role"] == "user")
     messages[last_user]["content"] = messages[last_user]["content"] + "".join(ctx.blocks)
     return plain, PromptView(messages=messages, images=ctx.images, has_privilege=True)
+
+
+def text_only_view(view: PromptView) -> PromptView:
+    """The same view with image placeholders and images removed: what a text-only model reads of an image sample
+    (the text-only teacher of a VLM student in training, and any text model in `dopd-cli eval` and the probe)."""
+    stripped = copy.copy(view)
+    stripped.messages = [{**m, "content": m["content"].replace(IMAGE_PLACEHOLDER, "").strip()} for m in view.messages]
+    stripped.images = []
+    return stripped

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import torch
 
-from dopd.data import build_views, load_dataset_samples
+from dopd.data import build_views, load_dataset_samples, text_only_view
 from dopd.data.registry import load_dataset_info
 from dopd.hparams import ConfigError, load_config_dict, parse_config
 from dopd.model.loader import load_adapter, load_model
@@ -123,6 +123,8 @@ def generate_records(model: torch.nn.Module, adapter: ModelAdapter, samples: Seq
         for sample in chunk:
             plain, privileged = build_views(sample, vision, data_args)
             view = privileged if eval_args.eval_with_privilege else plain
+            if vision is None and view.images:  # a text-only model reads the text, as in training
+                view = text_only_view(view)
             spec = specs.get(sample.dataset) or default_spec(eval_args)
             view = _with_suffix(view, spec.suffix)
             encoded = adapter.encode_prompt(view, data_args.cutoff_len)

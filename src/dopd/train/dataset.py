@@ -6,13 +6,12 @@ before training and a DataLoader with workers can overlap it with the step.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 from torch.utils.data import Dataset
 
-from dopd.data import build_views
+from dopd.data import build_views, text_only_view
 from dopd.model.compat import same_prompt_encoding
 
 
@@ -84,16 +83,6 @@ class PromptViewDataset(Dataset):
             uid=sample.uid, plain=plain, privileged=privileged, teacher=teacher,
             has_privilege=bool(priv_view.has_privilege), response=sample.response,
         )
-
-
-def text_only_view(view: Any) -> Any:
-    """The same view with image placeholders and images removed, for a text-only teacher of a VLM student."""
-    stripped = copy.copy(view)
-    stripped.messages = [
-        {**m, "content": m["content"].replace("<image>", "").strip()} for m in view.messages
-    ]
-    stripped.images = []
-    return stripped
 
 
 def collate_encoded_samples(features: list[EncodedSample]) -> dict[str, list[EncodedSample]]:
