@@ -111,17 +111,22 @@ NOTES = """- Precision: both models run in float32. On this machine (2 AVX2 core
   split with this template. That fits the ranking at 3e-6: the methods whose target sees p (vanilla OPD with the
   privileged teacher 48.0%, DOPD 11.0%) end below the one whose teacher does not (66.0%). The teacher's x+p
   evaluation took 3,531 s while other jobs shared the CPU; x took 1,802 s alone.
-- Session of 2026-12-05, 12:20-13:40 UTC (issue 24, setting 3: `dopd_veto` and `vanilla_opd_priv_full_rkl` at lr
-  3e-6, 8 steps, as the runs above): **not finished, nothing measured.** The machine was shared with other sessions
-  (load average 9-12; another process held 5.6 GB) and every attempt was killed by the kernel's out-of-memory killer
-  before its first training step had logged: `dopd_veto` at 12:30 (10.1 GB resident), `vanilla_opd_priv_full_rkl`
-  between 13:08 and 13:15 (18.2 GB, after 6.5 min of weight loading and 30+ min in step 1), `dopd_veto` again between
-  13:16 (training started) and 13:38 (17.3 GB; this session's own short test runs were also using memory then).
-  No record was written, so neither
-  method has an accuracy, a count of answers with a Python block or first-token regimes; the two rows stay "not run
-  yet" and the side-by-side table above holds only the earlier runs. The methods and the count are in the script
-  (`--method dopd_veto`, `--method vanilla_opd_priv_full_rkl`; each run now logs `dopd/<R>/first3_frac` and keeps a
-  copy of its held-out answers): a run needs ~18 GB free and ~25 min of an otherwise idle machine."""
+- Session of 2026-12-05, 12:20-13:40 UTC: the first attempts at issue 24's setting 3 were killed by the kernel's
+  out-of-memory killer on a machine shared with other sessions (a run needs ~18 GB and both cores); nothing was
+  measured then.
+- Session of 2026-12-05, 14:15-16:05 UTC (issue 24, setting 3; methods fixed by the issue before any run, one run
+  each, lr 3e-6, 8 steps, seed 0, everything else as the runs above; the machine otherwise idle except for short test
+  runs): **DOPD + teacher veto 43.5% [36.8, 50.4] (87/200); vanilla OPD with the privileged teacher and the
+  full-vocabulary reverse KL 43.5% [36.8, 50.4] (87/200).** The equal counts are a coincidence: the two runs' 200
+  answers differ everywhere (no answer identical) and 60 problems are right in both. Against DOPD at the same lr
+  (11.0%, 22/200) the veto's interval is clear of DOPD's; both new runs are still 23.5 points below the start (67.0%)
+  and 4.5 below vanilla OPD with the privileged teacher and the sampled-token estimator (48.0%; intervals overlap).
+  Python blocks in the held-out answers: 14 of 200 with the veto (DOPD 137), 1 of 200 with the full reverse KL
+  (sampled-token: 5). With the veto the tokens the teacher rejects sit in HT (27.6% of HT's tokens, HS 0.0%), and the
+  step raised log s(y) on 19.3% of them, against 60.1% of DOPD's rejected HS tokens. The first three answer tokens of
+  the training rollouts: veto HT 37%, HS 29%, LH 24%, LL 10%; full reverse KL (regimes computed for the diagnostics
+  only; vanilla OPD does not route) HT 29%, HS 30%, LH 23%, LL 19%. DOPD's runs predate that metric. Wall time:
+  38 min and 35 min (204 and 176 s per step, held-out evaluation ~10 min each)."""
 
 
 def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
