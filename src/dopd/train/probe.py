@@ -25,8 +25,20 @@ import time
 from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
 
 import torch
+from tqdm.auto import tqdm
 
+from dopd.data import CanonicalSample, load_and_validate
+from dopd.distill.presets import Term
+from dopd.distill.routing import REGIMES
+from dopd.eval import evaluate_samples
+from dopd.eval.extract import clean_reference
+from dopd.eval.metrics import wilson_interval
+from dopd.eval.workflow import write_predictions
 from dopd.hparams import ConfigError, DOPDConfig, parse_config
+from dopd.train.premise_alarm import premise_values
+from dopd.train.probe_report import format_summary, verdict, write_report
+from dopd.train.rollout import RolloutResult, check_sampling_matches_loss, model_for_generation
+from dopd.train.workflow import build_trainer, stage_objective
 
 if TYPE_CHECKING:
     from dopd.train.trainer import DOPDTrainer
@@ -56,8 +68,6 @@ def probe_config(cfg: DOPDConfig) -> DOPDConfig:
 
 
 def accuracy_entry(correct: int, n: int) -> dict[str, Any]:
-    from dopd.eval.metrics import wilson_interval
-
     low, high = wilson_interval(correct, n)
     return {"accuracy": correct / n if n else None, "low": low, "high": high, "n": n, "correct": correct}
 
@@ -71,12 +81,6 @@ def probe_eval_args(cfg: DOPDConfig, with_privilege: bool) -> Any:
 def measure_accuracy(trainer: DOPDTrainer, cfg: DOPDConfig, samples: Sequence[Any], out_dir: str
                      ) -> dict[str, dict[str, Any]]:
     """Greedy accuracy of the student and the teacher on x and on x+p (the same samples, eval's own code)."""
-    from tqdm.auto import tqdm
-
-    from dopd.eval import evaluate_samples
-    from dopd.eval.workflow import write_predictions
-    from dopd.train.rollout import model_for_generation
-
     out: dict[str, dict[str, Any]] = {}
     for view in tqdm(VIEWS, desc="probe: accuracy", disable=trainer.args.disable_tqdm):
         who, where = view.split("_")
@@ -108,8 +112,6 @@ def _rollouts_by_sample(trainer: DOPDTrainer, encoded: Sequence[Any], seed: int)
 def replayed_rollouts(trainer: DOPDTrainer, stored: dict[int, tuple[list, list]]) -> Iterator[None]:
     """The trainer's `rollout` returns the stored answers of each sample instead of sampling new ones, so that
     every lr starts from the same answers and the KL is measured on the same held-back answers."""
-    from dopd.train.rollout import RolloutResult
-
     def replay(model: Any, samples: list) -> RolloutResult:
         prompts = [p for s in samples for p in stored[id(s)][0]]
         responses = [r for s in samples for r in stored[id(s)][1]]
@@ -154,8 +156,6 @@ def token_section(trainer: DOPDTrainer, encoded: Sequence[Any], seed: int) -> tu
     """The trainer's rollouts of `encoded` (seeded), scored and routed by its `compute_loss` with the whole batch as
     one step; returns (`premise_values` of the logged diagnostics, the rollouts per sample, the per-micro-batch
     records)."""
-    from dopd.train.premise_alarm import premise_values
-
     rollouts = _rollouts_by_sample(trainer, encoded, seed)
     with replayed_rollouts(trainer, rollouts):
         _, records = run_step_losses(trainer, encoded, grad=False)
@@ -165,9 +165,6 @@ def token_section(trainer: DOPDTrainer, encoded: Sequence[Any], seed: int) -> tu
 def kl_measure_config(loss_config: Any) -> Any:
     """The method's routing with every term replaced by the full-vocabulary reverse KL to the same target (weight
     1, averaged over a regime's targets), token mean, no pruning: the distance to the method's targets."""
-    from dopd.distill.presets import Term
-    from dopd.distill.routing import REGIMES
-
     table = {}
     for regime in REGIMES:
         targets = list(dict.fromkeys(t.target for t in loss_config.table[regime]))
@@ -190,8 +187,6 @@ def lr_check(trainer: DOPDTrainer, batch: Sequence[Any], train_rollouts: dict, h
              ) -> dict[str, Any]:
     """For each lr: from the same weights, one optimizer step of the configured method on `batch` (its stored
     rollouts), the change of `measure_kl` on the held-back rollouts; the weights are restored afterwards."""
-    from tqdm.auto import tqdm
-
     model = trainer.model
     params = [p for p in model.parameters() if p.requires_grad]
     start = [p.detach().clone() for p in params]
@@ -228,29 +223,30 @@ def lr_check(trainer: DOPDTrainer, batch: Sequence[Any], train_rollouts: dict, h
 
 
 # ------------------------------------------------------------------------------------------------ the probe
-def run_probe(cfg: DOPDConfig) -> dict[str, Any]:
-    """Run the four parts and return the report (the JSON contract of docs/before_you_train.md)."""
-    from dopd.data import load_and_validate
-    from dopd.distill import DOPDLossConfig
-    from dopd.eval.extract import clean_reference
-    from dopd.train.probe_report import verdict
-    from dopd.train.rollout import check_sampling_matches_loss
-    from dopd.train.workflow import build_trainer
+@dataclasses.dataclass
+class ProbeSetup:
+    """What the probe runs on, checked before any model loads."""
+    cfg: DOPDConfig  # the run's config with the probe's data and rollouts (`probe_config`)
+    dataset: str
+    samples: list[CanonicalSample]
+    lr_grid: list[float]
+    out_dir: str
 
-    started = time.time()
+
+def probe_setup(cfg: DOPDConfig) -> ProbeSetup:
+    """Check the config for a probe and load its samples; a clear ConfigError before any model loads."""
     if not cfg.model.model_name_or_path:
         raise ConfigError("`model_name_or_path` is required: the student model")
     stage = cfg.finetuning.stage
     if stage == "sft":
         raise ConfigError("the probe checks a distillation run: stage `sft` has no teacher to check")
-    loss_config = DOPDLossConfig.from_args(cfg.distill, stage)
-    if not loss_config.needs_teacher:
+    loss_config, needs_teacher = stage_objective(cfg)
+    if not needs_teacher:
         raise ConfigError(f"stage `{stage}` scores no teacher: the probe compares student and teacher")
     if not cfg.model.teacher_model_name_or_path:
         raise ConfigError(f"stage `{stage}` needs `teacher_model_name_or_path`")
     cfg = probe_config(cfg)
     check_sampling_matches_loss(loss_config, cfg.rollout)
-    out_dir = cfg.probe.probe_output_dir or os.path.join(cfg.training.output_dir, "probe")
     try:
         grid = cfg.probe.lr_grid(cfg.training.learning_rate)
     except ValueError as err:
@@ -259,59 +255,74 @@ def run_probe(cfg: DOPDConfig) -> dict[str, Any]:
     samples = load_and_validate(cfg.data, names)[:cfg.probe.probe_max_samples]
     if not samples:
         raise ConfigError(f"probe dataset `{names}` has no valid samples")
-    os.makedirs(out_dir, exist_ok=True)
+    out_dir = cfg.probe.probe_output_dir or os.path.join(cfg.training.output_dir, "probe")
+    return ProbeSetup(cfg, names, samples, grid, out_dir)
 
-    trainer = build_trainer(cfg, samples)
-    encoded = [trainer.train_dataset[i] for i in range(len(samples))]
-    report: dict[str, Any] = {
-        "config": {"stage": stage, "student": cfg.model.model_name_or_path,
-                   "teacher": cfg.model.teacher_model_name_or_path, "dataset": names, "samples": len(samples),
-                   "rollouts_per_prompt": cfg.rollout.num_generations, "learning_rate": cfg.training.learning_rate,
-                   "max_new_tokens": cfg.rollout.max_new_tokens},
-        "seconds": {},
-    }
 
-    # 1. does p help?
-    t0 = time.time()
-    if all(clean_reference(s.response) is None for s in samples):
+def accuracy_part(trainer: DOPDTrainer, setup: ProbeSetup, report: dict[str, Any]) -> None:
+    """1. Does p help? (skipped, with the reason in the report, when no sample has a reference answer)"""
+    if all(clean_reference(s.response) is None for s in setup.samples):
         report["accuracy"] = None
-        report["accuracy_skipped"] = f"dataset `{names}` has no reference answers: accuracy cannot be measured"
+        report["accuracy_skipped"] = f"dataset `{setup.dataset}` has no reference answers: accuracy cannot be measured"
         logger.warning("probe: %s", report["accuracy_skipped"])
     else:
-        report["accuracy"] = measure_accuracy(trainer, cfg, samples, out_dir)
-    report["seconds"]["accuracy"] = round(time.time() - t0, 1)
+        report["accuracy"] = measure_accuracy(trainer, setup.cfg, setup.samples, setup.out_dir)
 
-    # 2. where will the tokens go? (the whole probe batch as one step)
-    t0 = time.time()
-    seed = cfg.training.seed
+
+def tokens_part(trainer: DOPDTrainer, encoded: Sequence[Any], seed: int, report: dict[str, Any]) -> dict:
+    """2. Where will the tokens go? (the whole probe batch as one step); returns the rollouts per sample."""
     values, rollouts, records = token_section(trainer, encoded, seed)
     report["tokens"] = values["tokens"]
     report["tokens"]["rejected_to_teacher"] = values["rejected_to_teacher"]
     report["tokens"]["rejected_to_self"] = values["rejected_to_self"]
     report["tokens"]["num_tokens"] = sum(r.get("dopd/num_tokens", 0.0) for r in records)
-    report["seconds"]["tokens"] = round(time.time() - t0, 1)
+    return rollouts
 
-    # 3. how large a step?
-    t0 = time.time()
-    if grid:
-        size = trainer.args.per_device_train_batch_size * trainer.args.gradient_accumulation_steps
-        batch = encoded[:size]
-        held = _rollouts_by_sample(trainer, batch, seed + 1)
-        report["lr"] = lr_check(trainer, batch, {id(s): rollouts[id(s)] for s in batch}, held, grid)
-    else:
+
+def lr_part(trainer: DOPDTrainer, encoded: Sequence[Any], rollouts: dict, setup: ProbeSetup, seed: int,
+            report: dict[str, Any]) -> None:
+    """3. How large a step? (one training batch: the first per_device_train_batch_size x GA samples)"""
+    if not setup.lr_grid:
         report["lr"] = {"grid": [], "suggested": None, "skipped": "probe_lr_grid is empty"}
-    report["seconds"]["lr"] = round(time.time() - t0, 1)
+        return
+    size = trainer.args.per_device_train_batch_size * trainer.args.gradient_accumulation_steps
+    batch = encoded[:size]
+    held = _rollouts_by_sample(trainer, batch, seed + 1)
+    report["lr"] = lr_check(trainer, batch, {id(s): rollouts[id(s)] for s in batch}, held, setup.lr_grid)
 
-    # 4. the verdict
-    report["verdict"] = verdict(report, cfg.distill.teacher_sees_privileged)
+
+def run_probe(cfg: DOPDConfig) -> dict[str, Any]:
+    """Run the four parts and return the report (the JSON contract of docs/before_you_train.md)."""
+    started = time.time()
+    setup = probe_setup(cfg)
+    cfg = setup.cfg
+    os.makedirs(setup.out_dir, exist_ok=True)
+    trainer = build_trainer(cfg, setup.samples)
+    encoded = [trainer.train_dataset[i] for i in range(len(setup.samples))]
+    report: dict[str, Any] = {
+        "config": {"stage": cfg.finetuning.stage, "student": cfg.model.model_name_or_path,
+                   "teacher": cfg.model.teacher_model_name_or_path, "dataset": setup.dataset,
+                   "samples": len(setup.samples), "rollouts_per_prompt": cfg.rollout.num_generations,
+                   "learning_rate": cfg.training.learning_rate, "max_new_tokens": cfg.rollout.max_new_tokens},
+        "seconds": {},
+    }
+    seed = cfg.training.seed
+    t0 = time.time()
+    accuracy_part(trainer, setup, report)
+    report["seconds"]["accuracy"] = round(time.time() - t0, 1)
+    t0 = time.time()
+    rollouts = tokens_part(trainer, encoded, seed, report)
+    report["seconds"]["tokens"] = round(time.time() - t0, 1)
+    t0 = time.time()
+    lr_part(trainer, encoded, rollouts, setup, seed, report)
+    report["seconds"]["lr"] = round(time.time() - t0, 1)
+    report["verdict"] = verdict(report, cfg.distill.teacher_sees_privileged)  # 4. the verdict
     report["seconds"]["total"] = round(time.time() - started, 1)
-    report["output_dir"] = out_dir
+    report["output_dir"] = setup.out_dir
     return report
 
 
 def run_probe_cli(config_path: Optional[str], overrides: Sequence[str]) -> int:
-    from dopd.train.probe_report import format_summary, write_report
-
     logging.basicConfig(format="[%(levelname)s|%(name)s] %(message)s", level=logging.INFO)
     cfg = parse_config(config_path, overrides)
     report = run_probe(cfg)
