@@ -173,3 +173,28 @@ def test_probe_text_only_teacher_reads_the_prompt_the_run_gives_it(tmp_path):
         expected = [[m["content"] for m in dataset.views(i)[2].messages if m["role"] == "user"][-1]
                     for i in range(len(samples))]
         assert prompts == expected and not any("<image>" in p for p in prompts)
+
+
+def test_probe_keeps_the_finished_parts_when_a_later_part_fails(tmp_path, monkeypatch):
+    """A probe of a real pair runs for an hour: a crash in part 3 must not lose parts 1 and 2."""
+    from dopd.cli import main
+    from dopd.train import probe
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("out of memory in the lr check")
+
+    monkeypatch.setattr(probe, "lr_part", crash)
+    out = tmp_path / "probe"
+    with pytest.raises(RuntimeError, match="out of memory"):
+        main(["probe", TEXT, *QUICK, f"output_dir={tmp_path / 'run'}", f"probe_output_dir={out}"])
+    with open(out / "probe_report.partial.json", encoding="utf-8") as fh:
+        partial = json.load(fh)
+    assert partial["parts_done"] == ["accuracy", "tokens"]
+    assert partial["accuracy"]["student_x"]["n"] == 4 and partial["tokens"]["all"]["share"] == 1.0
+    assert "lr" not in partial and not (out / "probe_report.json").exists()
+
+
+def test_probe_final_report_replaces_the_partial_one(tmp_path):
+    code, report = _probe_cli(TEXT, tmp_path)
+    assert code == 0 and report["parts_done"] == ["accuracy", "tokens", "lr"]
+    assert not (tmp_path / "probe" / "probe_report.partial.json").exists()

@@ -36,7 +36,7 @@ from dopd.eval.metrics import wilson_interval
 from dopd.eval.workflow import write_predictions
 from dopd.hparams import ConfigError, DOPDConfig, parse_config
 from dopd.train.premise_alarm import premise_values
-from dopd.train.probe_report import format_summary, verdict, write_report
+from dopd.train.probe_report import format_summary, verdict, write_partial_report, write_report
 from dopd.train.rollout import RolloutResult, check_sampling_matches_loss, model_for_generation
 from dopd.train.workflow import build_trainer, stage_objective
 
@@ -291,6 +291,18 @@ def lr_part(trainer: DOPDTrainer, encoded: Sequence[Any], rollouts: dict, setup:
     report["lr"] = lr_check(trainer, batch, {id(s): rollouts[id(s)] for s in batch}, held, setup.lr_grid)
 
 
+@contextlib.contextmanager
+def timed_part(report: dict[str, Any], part: str, out_dir: str) -> Iterator[None]:
+    """Time one part into `report["seconds"]`; when it finishes, record it in `parts_done` and write the report so
+    far to probe_report.partial.json, so that a crash in a later part (an hour into a real pair's probe) keeps it."""
+    started = time.time()
+    yield
+    report["seconds"][part] = round(time.time() - started, 1)
+    report.setdefault("parts_done", []).append(part)
+    path = write_partial_report(report, out_dir)
+    logger.info("probe: %s done in %.0f s (so far: %s)", part, report["seconds"][part], path)
+
+
 def run_probe(cfg: DOPDConfig) -> dict[str, Any]:
     """Run the four parts and return the report (the JSON contract of docs/before_you_train.md)."""
     started = time.time()
@@ -307,15 +319,12 @@ def run_probe(cfg: DOPDConfig) -> dict[str, Any]:
         "seconds": {},
     }
     seed = cfg.training.seed
-    t0 = time.time()
-    accuracy_part(trainer, setup, report)
-    report["seconds"]["accuracy"] = round(time.time() - t0, 1)
-    t0 = time.time()
-    rollouts = tokens_part(trainer, encoded, seed, report)
-    report["seconds"]["tokens"] = round(time.time() - t0, 1)
-    t0 = time.time()
-    lr_part(trainer, encoded, rollouts, setup, seed, report)
-    report["seconds"]["lr"] = round(time.time() - t0, 1)
+    with timed_part(report, "accuracy", setup.out_dir):
+        accuracy_part(trainer, setup, report)
+    with timed_part(report, "tokens", setup.out_dir):
+        rollouts = tokens_part(trainer, encoded, seed, report)
+    with timed_part(report, "lr", setup.out_dir):
+        lr_part(trainer, encoded, rollouts, setup, seed, report)
     report["verdict"] = verdict(report, cfg.distill.teacher_sees_privileged)  # 4. the verdict
     report["seconds"]["total"] = round(time.time() - started, 1)
     report["output_dir"] = setup.out_dir

@@ -166,12 +166,31 @@ def plot_report(report: dict[str, Any], path: str) -> Optional[str]:
     return path
 
 
+PARTIAL_REPORT = "probe_report.partial.json"
+
+
+def _write_json(report: dict[str, Any], path: str) -> None:
+    """Write through a temporary file, so that a crash while writing leaves the previous file whole."""
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(_clean(report), fh, indent=2)
+    os.replace(tmp, path)
+
+
+def write_partial_report(report: dict[str, Any], out_dir: str) -> str:
+    """The report so far (the parts in `parts_done`) as probe_report.partial.json; `write_report` removes it."""
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, PARTIAL_REPORT)
+    _write_json(report, path)
+    return path
+
+
 def write_report(report: dict[str, Any], out_dir: str) -> list[str]:
-    """probe_report.json, probe_report.md and probe_report.png in `out_dir`; returns the paths written."""
+    """probe_report.json, probe_report.md and probe_report.png in `out_dir` (the partial report removed); returns
+    the paths written."""
     os.makedirs(out_dir, exist_ok=True)
     json_path = os.path.join(out_dir, "probe_report.json")
-    with open(json_path, "w", encoding="utf-8") as fh:
-        json.dump(_clean(report), fh, indent=2)
+    _write_json(report, json_path)
     md_path = os.path.join(out_dir, "probe_report.md")
     with open(md_path, "w", encoding="utf-8") as fh:
         fh.write(format_markdown(report))
@@ -179,4 +198,7 @@ def write_report(report: dict[str, Any], out_dir: str) -> list[str]:
     plot = plot_report(report, os.path.join(out_dir, "probe_report.png"))
     if plot:
         paths.append(plot)
+    partial = os.path.join(out_dir, PARTIAL_REPORT)
+    if os.path.exists(partial):
+        os.remove(partial)
     return paths
