@@ -4,6 +4,7 @@ import sys
 import pytest
 
 from dopd.hparams import ConfigError, parse_config
+from dopd.hparams.parser import path_key
 
 
 def write(tmp_path, text):
@@ -143,3 +144,12 @@ def test_paths_with_a_home_tilde_are_expanded(tmp_path, monkeypatch):
     assert cfg.model.teacher_model_name_or_path == str(tmp_path / "teacher")
     assert cfg.data.dataset_dir == str(tmp_path / "data")
     assert cfg.model.model_name_or_path.startswith("/")
+
+
+def test_deepspeed_and_resume_paths_with_a_home_tilde_are_expanded(tmp_path, monkeypatch):
+    """Path keys whose names carry no path suffix: the DeepSpeed config file and the checkpoint to resume from."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cfg = parse_config(None, ["model_name_or_path=tiny:llm", "resume_from_checkpoint=~/run/checkpoint-2",
+                              f"output_dir={tmp_path / 'out'}"])
+    assert cfg.training.resume_from_checkpoint == str(tmp_path / "run" / "checkpoint-2")
+    assert path_key("deepspeed") and path_key("resume_from_checkpoint") and not path_key("learning_rate")

@@ -204,8 +204,14 @@ def _import_integrations_without_wandb_notice(report_to: Any) -> None:
         os.environ["WANDB_MODE"] = saved
 
 
-# keys holding a file or folder path (model_name_or_path, dataset_dir, output_dir, deepspeed config, ...)
+# keys holding a file or folder path: model_name_or_path, dataset_dir, output_dir, ..., and two without a suffix
 PATH_KEY_SUFFIXES = ("_or_path", "_dir", "_path", "_file")
+PATH_KEYS = frozenset({"deepspeed", "resume_from_checkpoint"})
+
+
+def path_key(key: str) -> bool:
+    """Whether `key` holds a file or folder path (a leading `~` in its value is expanded)."""
+    return key in PATH_KEYS or key.endswith(PATH_KEY_SUFFIXES)
 
 
 def parse_config_dict(config: dict[str, Any], with_training: bool = True, source: str = "config") -> DOPDConfig:
@@ -218,7 +224,7 @@ def parse_config_dict(config: dict[str, Any], with_training: bool = True, source
         if isinstance(ftype, str):
             ftype = typing.get_type_hints(cls).get(key, Any)
         value = _coerce(value, ftype, key)
-        if key.endswith(PATH_KEY_SUFFIXES) and isinstance(value, str) and value.startswith("~"):
+        if path_key(key) and isinstance(value, str) and value.startswith("~"):
             value = os.path.expanduser(value)  # `~/...` means the home folder, as in a shell
         per_class.setdefault(cls, {})[key] = value
     built = {}
