@@ -89,6 +89,27 @@ def test_alarm_reads_only_the_first_steps(caplog):
     assert not caplog.records
 
 
+def test_alarm_after_a_resume_past_the_checked_steps_stays_silent(caplog):
+    """The run before the resume decided (its trainer_log holds premise/*); the resumed one must not decide again
+    on a single logging window."""
+    callback = PremiseAlarmCallback(TABLE, check_steps=3)
+    callback.on_train_begin(None, SimpleNamespace(global_step=20, is_world_process_zero=True), None)
+    with caplog.at_level(logging.WARNING, logger="dopd.train.premise_alarm"):
+        for step in (21, 22, 23):
+            logs = dict(NO_GAIN)
+            callback.on_log(None, SimpleNamespace(global_step=step, is_world_process_zero=True), None, logs=logs)
+            assert "premise/alarm" not in logs
+    assert not caplog.records
+
+
+def test_alarm_log_values_are_strict_json_when_one_is_unmeasured():
+    """No priv_logp_gain logged (a method without it): the key is left out, never a NaN in trainer_log.jsonl."""
+    no_gain = {k: v for k, v in TO_SELF.items() if not k.endswith("priv_logp_gain")}
+    logs = _feed(PremiseAlarmCallback(TABLE, check_steps=1), [no_gain])[0]
+    assert logs["premise/alarm"] == 1.0 and "premise/priv_logp_gain" not in logs
+    json.dumps(logs, allow_nan=False)
+
+
 def _tiny(tmp_path, **overrides):
     from dopd.hparams import parse_config
 

@@ -110,7 +110,7 @@ class PremiseAlarmCallback(TrainerCallback):
     `premise/*` in that step's log record (it runs before the JSONL writer: registered first by `build_trainer`).
 
     Reads the training log records (`dopd/*` keys) of steps <= check_steps; decides once, at the first training log
-    at or after that step."""
+    at or after that step (a run resumed past that step does not decide again)."""
 
     def __init__(self, table: Mapping[str, Sequence[Any]], check_steps: int = 10) -> None:
         self.table = table
@@ -118,6 +118,10 @@ class PremiseAlarmCallback(TrainerCallback):
         self.records: list[dict[str, Any]] = []
         self.decided = False
         self.fired = False
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.global_step >= self.check_steps:
+            self.decided = True  # resumed past the check: the run before the resume decided (its log holds it)
 
     def on_log(self, args: Any, state: Any, control: Any, logs: Optional[dict] = None, **kwargs: Any) -> None:
         if self.decided or not logs or "loss" not in logs:
@@ -130,9 +134,9 @@ class PremiseAlarmCallback(TrainerCallback):
         gain = values["tokens"]["all"]["priv_logp_gain"]
         if gain is None and values["rejected_to_self"] is None:
             return  # no diagnostics were logged (nothing scored both privileged policies)
-        logs["premise/priv_logp_gain"] = gain if gain is not None else float("nan")
-        for key in ("rejected_to_teacher", "rejected_to_self"):
-            logs[f"premise/{key}"] = values[key] if values[key] is not None else float("nan")
+        measured = {"priv_logp_gain": gain, "rejected_to_teacher": values["rejected_to_teacher"],
+                    "rejected_to_self": values["rejected_to_self"]}
+        logs.update({f"premise/{key}": value for key, value in measured.items() if value is not None})  # no NaN
         problems = premise_problems(values)
         logs["premise/alarm"] = float(bool(problems))
         if problems and state.is_world_process_zero:
