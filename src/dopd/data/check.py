@@ -119,7 +119,8 @@ def check_data(config: DOPDConfig, out: Optional[TextIO] = None,
         print(f"check-data: {no_privilege_error(train_loaded, require_privilege)}", file=out)
         failed += [n for n in train_loaded if n not in failed]
     if failed:
-        print(f"check-data: FAILED for {', '.join(dict.fromkeys(failed))} (max_invalid_fraction={limit})", file=out)
+        print(f"check-data: FAILED for {', '.join(dict.fromkeys(failed))}: the reasons are above "
+              f"(invalid samples count against max_invalid_fraction={limit})", file=out)
         return 1
     print(f"check-data: OK ({len(attrs)} dataset(s), max_invalid_fraction={limit})", file=out)
     return 0
