@@ -36,7 +36,9 @@ def render_reference() -> str:
         "",
         "Generated from the help strings by `python -m dopd.hparams.reference > docs/config.md`; a test keeps it current.",
         "Any key goes in the YAML file or as a `key=value` override. An unknown key is an error naming the closest",
-        "known keys. Besides the keys below, every `transformers.TrainingArguments` key is accepted.",
+        "known keys. Besides the keys below, every `transformers.TrainingArguments` key is accepted. A leading `~` in a",
+        "path (keys ending in `_or_path`, `_dir`, `_path`, `_file`, and `deepspeed`, `resume_from_checkpoint`) is the",
+        "home folder, as in a shell.",
         "",
     ]
     for cls in OUR_DATACLASSES:
