@@ -100,6 +100,8 @@ def measure_accuracy(trainer: DOPDTrainer, cfg: DOPDConfig, samples: Sequence[An
 def _rollouts_by_sample(trainer: DOPDTrainer, encoded: Sequence[Any], seed: int) -> dict[int, tuple[list, list]]:
     """The trainer's rollout of `encoded` (seeded), kept per sample: id(sample) -> (prompts, responses)."""
     group = trainer.rollout_args.num_generations
+    logger.info("probe: sampling %d answers (%d per prompt, up to %d tokens) with the trainer's rollout",
+                group * len(encoded), group, trainer.rollout_args.max_new_tokens)
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
@@ -125,10 +127,11 @@ def replayed_rollouts(trainer: DOPDTrainer, stored: dict[int, tuple[list, list]]
         del trainer.rollout
 
 
-def run_step_losses(trainer: DOPDTrainer, encoded: Sequence[Any], grad: bool) -> tuple[float, list[dict]]:
+def run_step_losses(trainer: DOPDTrainer, encoded: Sequence[Any], grad: bool, desc: str
+                    ) -> tuple[float, list[dict]]:
     """One optimizer step's losses through the trainer's `compute_loss` (micro-batches of
-    per_device_train_batch_size; `backward` when `grad`). Returns the step's loss and each micro-batch's logged
-    `dopd/*` values."""
+    per_device_train_batch_size, a progress bar named `desc`; `backward` when `grad`). Returns the step's loss and
+    each micro-batch's logged `dopd/*` values."""
     size = trainer.args.per_device_train_batch_size
     chunks = [list(encoded[i:i + size]) for i in range(0, len(encoded), size)]
     trainer.set_step(chunks)
@@ -137,7 +140,7 @@ def run_step_losses(trainer: DOPDTrainer, encoded: Sequence[Any], grad: bool) ->
     records: list[dict] = []
     model = trainer.model
     model.train()
-    for chunk in chunks:
+    for chunk in tqdm(chunks, desc=desc, leave=False, disable=trainer.args.disable_tqdm):
         trainer.metrics.clear()
         with (torch.enable_grad() if grad else torch.no_grad()), trainer.compute_loss_context_manager():
             loss = trainer.compute_loss(model, {"samples": chunk}) * scale
@@ -158,7 +161,7 @@ def token_section(trainer: DOPDTrainer, encoded: Sequence[Any], seed: int) -> tu
     records)."""
     rollouts = _rollouts_by_sample(trainer, encoded, seed)
     with replayed_rollouts(trainer, rollouts):
-        _, records = run_step_losses(trainer, encoded, grad=False)
+        _, records = run_step_losses(trainer, encoded, grad=False, desc="probe: scoring the rollouts")
     return premise_values(records, trainer.loss_config.table), rollouts, records
 
 
@@ -177,7 +180,7 @@ def measure_kl(trainer: DOPDTrainer, encoded: Sequence[Any], held: dict[int, tup
     trainer.loss_config = kl_measure_config(config)
     try:
         with replayed_rollouts(trainer, held):
-            kl, _ = run_step_losses(trainer, encoded, grad=False)
+            kl, _ = run_step_losses(trainer, encoded, grad=False, desc="probe: KL on held-back rollouts")
     finally:
         trainer.loss_config = config
     return kl
@@ -203,7 +206,7 @@ def lr_check(trainer: DOPDTrainer, batch: Sequence[Any], train_rollouts: dict, h
             for group in optimizer.param_groups:
                 group["lr"] = float(lr)
             with replayed_rollouts(trainer, train_rollouts):
-                loss, _ = run_step_losses(trainer, batch, grad=True)
+                loss, _ = run_step_losses(trainer, batch, grad=True, desc=f"probe: one step at lr {lr:g}")
             if trainer.args.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(params, trainer.args.max_grad_norm)
             optimizer.step()
