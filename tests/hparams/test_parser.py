@@ -153,3 +153,9 @@ def test_deepspeed_and_resume_paths_with_a_home_tilde_are_expanded(tmp_path, mon
                               f"output_dir={tmp_path / 'out'}"])
     assert cfg.training.resume_from_checkpoint == str(tmp_path / "run" / "checkpoint-2")
     assert path_key("deepspeed") and path_key("resume_from_checkpoint") and not path_key("learning_rate")
+
+
+def test_probe_default_lr_grid_is_the_configured_lr_times_factors_without_float_noise():
+    cfg = parse_config(None, ["model_name_or_path=tiny:llm", "learning_rate=3e-6"], with_training=False)
+    assert cfg.probe.lr_grid(3e-6) == [3e-7, 9e-7, 3e-6, 9e-6]  # not 3.0000000000000004e-07 in the report
+    assert parse_config(None, ["probe_lr_grid=1e-5,3e-5"], with_training=False).probe.lr_grid(1.0) == [1e-5, 3e-5]

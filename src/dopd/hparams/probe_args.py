@@ -56,7 +56,7 @@ class ProbeArguments:
         """The learning rates of the one-step check ([] skips it)."""
         text = "" if self.probe_lr_grid is None else str(self.probe_lr_grid).strip()
         if text == "auto":
-            return [learning_rate * f for f in (0.1, 0.3, 1.0, 3.0)]
+            return [float(f"{learning_rate * f:.12g}") for f in (0.1, 0.3, 1.0, 3.0)]  # 3e-7, not 3.0000000000000004e-7
         try:
             return [float(v) for v in text.split(",") if v.strip()]
         except ValueError:
