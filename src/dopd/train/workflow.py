@@ -27,7 +27,7 @@ from dopd.model.paths import resolve_model_path
 from dopd.train.base_trainer import BaseTrainer
 from dopd.train.callbacks import use_compact_console
 from dopd.train.dataset import PromptViewDataset, collate_encoded_samples
-from dopd.train.distributed import rank_checksums, use_gloo_for_cpu_deepspeed
+from dopd.train.distributed import rank_checksums, release_process_group, use_gloo_for_cpu_deepspeed
 from dopd.train.plots import plot_log_history
 from dopd.train.premise_alarm import PremiseAlarmCallback
 from dopd.train.rollout import check_sampling_matches_loss
@@ -212,7 +212,10 @@ def run_train_cli(config_path: Optional[str], overrides: Sequence[str]) -> int:
     logging.basicConfig(format="[%(levelname)s|%(name)s] %(message)s", level=logging.INFO)
     use_gloo_for_cpu_deepspeed()
     cfg = parse_config(config_path, overrides)
-    result = run_train(cfg)
+    try:
+        result = run_train(cfg)
+    finally:
+        release_process_group()
     if result.stopped_early == "non-finite loss":
         print(f"training stopped at step {result.global_step}: too many consecutive non-finite losses")
         return result.exit_code
