@@ -70,3 +70,10 @@ def test_lora_override_parses_to_lora() -> None:
 
     cfg = parse_config(str(REPO / "configs" / "demo" / "vlm_demo.yaml"), ["max_steps=2", "finetuning_type=lora"])
     assert cfg.finetuning.finetuning_type == "lora"
+
+
+def test_eval_script_without_a_config_evaluates_the_demo(tmp_path) -> None:
+    """`bash scripts/eval.sh` (README, Evaluation) named configs/demo/vlm_demo_eval.yaml, which does not exist."""
+    args = ran(run_script(tmp_path, "eval.sh", "eval_max_new_tokens=4", cuda=False))
+    assert args[0].endswith("configs/demo/vlm_demo.yaml") and (REPO / "configs" / "demo" / "vlm_demo.yaml").is_file()
+    assert "eval_max_new_tokens=4" in args
