@@ -108,10 +108,3 @@ def _weighted_sum(tensor: torch.Tensor, index: int) -> torch.Tensor:
     weights = torch.linspace(1.0, 2.0, flat.numel(), dtype=torch.float64, device=flat.device)
     return (flat * weights).sum() * (1.0 + 1e-3 * index)
 
-
-def release_process_group() -> None:
-    """Destroy the default process group at the end of a command, as LLaMA-Factory does. Left to the interpreter's
-    teardown, a finished two-rank CPU ZeRO-3 run once aborted there ('terminate called without an active
-    exception', exit -6) after saving everything."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()

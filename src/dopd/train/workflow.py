@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
+from accelerate import PartialState
 from transformers import PreTrainedModel
 from transformers.trainer_utils import enable_full_determinism, set_seed
 
@@ -27,7 +28,7 @@ from dopd.model.paths import resolve_model_path
 from dopd.train.base_trainer import BaseTrainer
 from dopd.train.callbacks import use_compact_console
 from dopd.train.dataset import PromptViewDataset, collate_encoded_samples
-from dopd.train.distributed import rank_checksums, release_process_group, use_gloo_for_cpu_deepspeed
+from dopd.train.distributed import rank_checksums, use_gloo_for_cpu_deepspeed
 from dopd.train.plots import plot_log_history
 from dopd.train.premise_alarm import PremiseAlarmCallback
 from dopd.train.rollout import check_sampling_matches_loss
@@ -214,8 +215,9 @@ def run_train_cli(config_path: Optional[str], overrides: Sequence[str]) -> int:
     cfg = parse_config(config_path, overrides)
     try:
         result = run_train(cfg)
-    finally:
-        release_process_group()
+    finally:  # as LLaMA-Factory does: a finished two-rank CPU ZeRO-3 run once aborted in the interpreter's
+        # teardown of the group ('terminate called without an active exception', exit -6) after saving everything
+        PartialState().destroy_process_group()
     if result.stopped_early == "non-finite loss":
         print(f"training stopped at step {result.global_step}: too many consecutive non-finite losses")
         return result.exit_code
